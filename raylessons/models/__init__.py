@@ -1,0 +1,37 @@
+"""Model zoo: builders by name, so that exports rebuild models from JSON metadata alone."""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+from torchvision.models import resnet18, resnet34, resnet50
+
+from .cnn import create_cnn_model, resnet_split
+
+__all__ = ["resnet18", "resnet34", "resnet50", "build_model", "register_model"]
+
+# kind -> builder(spec) -> (model, splitter)
+_BUILDERS: dict[str, Callable[[dict], tuple[nn.Module, Callable]]] = {}
+
+
+def register_model(kind: str):
+    """Decorator registering a builder for model specs of `kind`."""
+    def deco(fn):
+        _BUILDERS[kind] = fn
+        return fn
+    return deco
+
+
+@register_model("cnn")
+def _build_cnn(spec: dict):
+    model = create_cnn_model(spec["arch"], spec["n_out"], pretrained=False, ps=spec.get("ps", 0.5),
+                             lin_ftrs=spec.get("lin_ftrs"))
+    return model, resnet_split
+
+
+def build_model(spec: dict) -> tuple[nn.Module, Callable]:
+    """(model with random weights, splitter) from a model spec dict such as {'kind': 'cnn', ...}."""
+    kind = spec.get("kind")
+    if kind not in _BUILDERS:
+        raise ValueError(f"unknown model kind {kind!r} in export metadata; known: {sorted(_BUILDERS)}")
+    return _BUILDERS[kind](spec)

@@ -1,0 +1,6 @@
+"""Training-loop callbacks: the hooks that one-cycle, the LR finder and Ray reporting hang on."""
+from .core import Callback, CancelFitException, EVENTS
+from .one_cycle import OneCycleScheduler
+from .lr_finder import LRFinder
+
+__all__ = ["Callback", "CancelFitException", "EVENTS", "OneCycleScheduler", "LRFinder"]

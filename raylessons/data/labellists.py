@@ -1,0 +1,53 @@
+"""Labelled train/valid lists: the chain's `transform` and `databunch` steps."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from .block import ImageList, ItemList
+
+__all__ = ["LabelLists"]
+
+
+class LabelLists:
+    """Labelled train and valid lists (the lesson's `src`), re-transformable at any size."""
+
+    def __init__(self, item_lists, train_label, valid_label):
+        self.path = item_lists.path
+        self.train, self.valid = item_lists.train, item_lists.valid
+        self.train_label, self.valid_label = train_label, valid_label
+        self.test = None
+        self.tfms, self.size, self.tfm_y, self.tfm_kwargs = ([], []), None, False, {}
+
+    def __repr__(self) -> str:
+        return (f"LabelLists({self.train_label.kind}, train={len(self.train)}, valid={len(self.valid)}, "
+                f"classes={len(self.train_label.classes or [])})")
+
+    @property
+    def classes(self):
+        return self.train_label.classes
+
+    def add_test_folder(self, test_folder: str = "test", label=None) -> "LabelLists":
+        """Unlabelled test items from `path/test_folder`."""
+        self.test = ImageList.from_folder(self.path / test_folder)
+        return self
+
+    def add_test(self, items) -> "LabelLists":
+        """Unlabelled test items from an iterable of paths."""
+        self.test = ItemList(list(items), path=self.path)
+        return self
+
+    def transform(self, tfms=None, size=None, tfm_y: bool = False, **kwargs) -> "LabelLists":
+        """A copy of these lists with (train, valid) augmentations and a target size."""
+        new = copy.copy(self)
+        new.tfms = tuple(tfms) if tfms is not None else ([], [])
+        new.size, new.tfm_y, new.tfm_kwargs = size, tfm_y, kwargs
+        return new
+
+    def databunch(self, bs: int = 64, val_bs: int | None = None, num_workers: int = 0,
+                  path: str | Path | None = None, **kwargs):
+        """DataLoaders over these lists (train shuffled with drop_last, valid in order)."""
+        from .bunch import DataBunch
+
+        return DataBunch.from_label_lists(self, bs=bs, val_bs=val_bs, num_workers=num_workers,
+                                          path=path, **kwargs)

@@ -1,0 +1,172 @@
+"""Labelling a split item list: the label kinds and the chain's `label_from_*` steps."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Callable, Sequence
+
+import pandas as pd
+import torch
+
+from ..errors import DataError
+from ..metrics import BCEWithLogitsFlat, CrossEntropyFlat, MSELossFlat
+
+__all__ = ["ItemLists", "LabelLists", "Label", "MultiCategoryLabel", "CategoryLabel"]
+
+
+class Label:
+    """How targets of one kind are encoded, which loss suits them and how predictions decode."""
+
+    kind = "none"
+    target_kind = "none"  # what the joint transform pipeline must move with the image
+
+    def __init__(self, raw: Sequence, classes: list | None = None):
+        self.raw, self.classes = list(raw), classes
+
+    @property
+    def c(self) -> int:
+        return len(self.classes) if self.classes else 1
+
+    def target(self, i: int, out_size=None):
+        return self.raw[i]
+
+    def pipeline_target(self, i: int):
+        return None
+
+    def loss_func(self):
+        raise NotImplementedError
+
+    def subset(self, raw) -> "Label":
+        new = copy.copy(self)
+        new.raw = list(raw)
+        return new
+
+
+class MultiCategoryLabel(Label):
+    """Several tags per item: multi-hot float targets, BCE-with-logits loss."""
+
+    kind = "multi_category"
+
+    def __init__(self, raw: Sequence[list[str]], classes: list[str]):
+        super().__init__(raw, classes)
+        self.c2i = {c: i for i, c in enumerate(classes)}
+
+    def target(self, i: int, out_size=None) -> torch.Tensor:
+        y = torch.zeros(len(self.classes), dtype=torch.float32)
+        y[[self.c2i[t] for t in self.raw[i]]] = 1.0
+        return y
+
+    def loss_func(self):
+        return BCEWithLogitsFlat()
+
+
+class CategoryLabel(Label):
+    """One class per item: an index target, cross-entropy loss."""
+
+    kind = "category"
+
+    def __init__(self, raw: Sequence[str], classes: list[str]):
+        super().__init__(raw, classes)
+        self.c2i = {c: i for i, c in enumerate(classes)}
+
+    def target(self, i: int, out_size=None) -> torch.Tensor:
+        return torch.tensor(self.c2i[self.raw[i]], dtype=torch.long)
+
+    def loss_func(self):
+        return CrossEntropyFlat()
+
+
+class FloatLabel(Label):
+    """Float regression targets, MSE loss."""
+
+    kind = "float"
+
+    def target(self, i: int, out_size=None) -> torch.Tensor:
+        return torch.as_tensor(self.raw[i], dtype=torch.float32)
+
+    def loss_func(self):
+        return MSELossFlat()
+
+
+LABEL_KINDS: dict[str, type[Label]] = {
+    "multi_category": MultiCategoryLabel, "category": CategoryLabel, "float": FloatLabel,
+}
+
+
+class ItemLists:
+    """A train and a valid item list produced by a split, waiting for labels."""
+
+    def __init__(self, path: Path, train, valid):
+        self.path, self.train, self.valid = Path(path), train, valid
+        self.test = None
+
+    def __repr__(self) -> str:
+        return f"ItemLists(train={len(self.train)}, valid={len(self.valid)})"
+
+    def label_from_df(self, cols=1, label_delim: str | None = None, classes: list | None = None) -> "LabelLists":
+        """Labels from column `cols` of the items' dataframe; `label_delim` splits multi-label cells."""
+        from .block import _column
+
+        raws = []
+        for part in (self.train, self.valid):
+            if part.df is None:
+                raise DataError("label_from_df needs items created from a CSV or dataframe", self.path)
+            col = _column(part.df, cols, self.path)
+            raws.append([_parse_cell(v, label_delim, part, i) for i, v in enumerate(part.df[col])])
+        if label_delim is not None:
+            return self._labelled(MultiCategoryLabel, raws, classes, multi=True)
+        return self._labelled(CategoryLabel, raws, classes, multi=False)
+
+    def label_from_func(self, func: Callable, classes: list | None = None, label_cls=None) -> "LabelLists":
+        """Labels computed from each item by `func`; the kind follows the results (or `label_cls`)."""
+        raws = [[func(o) for o in part.items] for part in (self.train, self.valid)]
+        if label_cls is None:
+            label_cls = _infer_label_cls(raws[0] or raws[1], classes)
+        elif isinstance(label_cls, str):
+            label_cls = LABEL_KINDS[label_cls]
+        multi = label_cls is MultiCategoryLabel
+        if label_cls in (MultiCategoryLabel, CategoryLabel):
+            return self._labelled(label_cls, raws, classes, multi=multi)
+        return LabelLists(self, label_cls(raws[0], classes), label_cls(raws[1], classes))
+
+    def label_from_folder(self, classes: list | None = None) -> "LabelLists":
+        """Each item's label is the name of its parent folder."""
+        return self.label_from_func(lambda o: Path(o).parent.name, classes=classes, label_cls=CategoryLabel)
+
+    def _labelled(self, cls, raws, classes, multi: bool) -> "LabelLists":
+        found = sorted({t for raw in raws for r in raw for t in (r if multi else [r])})
+        if classes is None:
+            classes = found
+        else:
+            unknown = sorted(set(found) - set(classes))
+            if unknown:
+                raise DataError(f"labels {unknown} are not in the given classes {list(classes)}", self.path)
+        return LabelLists(self, cls(raws[0], list(classes)), cls(raws[1], list(classes)))
+
+
+def _parse_cell(value, delim, part, i) -> list[str] | str:
+    where = f"{part.where}:row {part.rows[i] + 2}"
+    if value is None or (isinstance(value, float) and pd.isna(value)) or str(value).strip() == "":
+        name = Path(part.items[i]).name if i < len(part.items) else "?"
+        raise DataError(f"empty label cell for {name}", where)
+    value = str(value)
+    return [t for t in value.split(delim) if t] if delim is not None else value
+
+
+def _infer_label_cls(sample: list, classes) -> type[Label]:
+    first = sample[0] if sample else None
+    if isinstance(first, (list, tuple)) and all(isinstance(t, str) for t in first):
+        return MultiCategoryLabel
+    if isinstance(first, str):
+        return CategoryLabel
+    try:
+        from .vision import LABEL_FROM_PATH
+
+        if isinstance(first, Path):
+            return LABEL_FROM_PATH
+    except ImportError:
+        pass
+    return FloatLabel
+
+
+from .labellists import LabelLists  # noqa: E402

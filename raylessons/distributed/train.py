@@ -1,0 +1,175 @@
+"""Ray Train: run a plan on a TorchTrainer, report and checkpoint every epoch, resume by run name."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import ConfigError, RaylessonsError
+from ..plan import next_position, parse_plan, plan_to_data, run_plan
+from ..tasks import get_task
+
+__all__ = ["TrainRun", "fit_plan", "train_loop_per_worker", "worker_threads"]
+
+log = logging.getLogger("raylessons")
+
+STATE_FILE, POSITION_FILE, EXPORT_DIR = "state.pt", "position.json", "export"
+
+
+@dataclass
+class TrainRun:
+    """Everything one Ray Train run needs, as plain data (also written next to its checkpoints)."""
+
+    task: str
+    plan: list
+    task_config: dict = field(default_factory=dict)
+    name: str = "raylessons-run"
+    storage_path: str = "~/raylessons_results"
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float | None = None
+    max_failures: int = 0
+    num_to_keep: int = 2
+    seed: int = 0
+
+
+def worker_threads(cpus_per_worker: float | None) -> int:
+    """Torch threads for a worker: its whole CPU share (Ray would otherwise pin it to 1)."""
+    return max(1, int(cpus_per_worker or 1))
+
+
+def _position_of(ckpt) -> tuple[dict, dict]:
+    with ckpt.as_directory() as d:
+        state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
+        pos = json.loads((Path(d) / POSITION_FILE).read_text())
+    return state, pos
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """The per-worker function of the TorchTrainer: build data and learner, run the plan."""
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(config["threads"])
+    torch.manual_seed(config["seed"])
+    task = get_task(config["task"])
+    cfg = task.Config(**config["task_config"])
+    src = task.build_source(cfg)
+    learn = task.build_learner(task.build_data(cfg, src=src).distributed(rank, world, config["seed"]), cfg,
+                               device=ray.train.torch.get_device())
+    learn.is_main_process = rank == 0
+    if world > 1:
+        learn.wrap_model = lambda m: ray.train.torch.prepare_model(m, move_to_device=False)
+    stages = parse_plan(config["plan"], len(learn.layer_groups))
+
+    start, state, restore = (0, 0), None, None
+    if (ckpt := ray.train.get_checkpoint()) is not None:
+        state, pos = _position_of(ckpt)
+        start = next_position(stages, pos["stage"], pos["epoch"])
+
+        def restore(learn):
+            learn.model.load_state_dict(state["model"])
+            if start[1] > 0 and "opt" in state:  # a new stage starts with a fresh optimizer, as in fastai
+                learn.opt.load_state_dict(state["opt"])
+        if learn.is_main_process:
+            print(f"resuming from stage {pos['stage']} epoch {pos['epoch']}: next {start}", flush=True)
+
+    def resize(learn, size):
+        learn.data = task.build_data(cfg, size=size, src=src).distributed(rank, world, config["seed"])
+
+    def report(learn, stage: int, epoch: int) -> None:
+        last = stage == len(stages) - 1 and epoch == stages[stage].epochs - 1
+        _report_epoch(learn, stage, epoch, stages, rank, last)
+
+    if start[0] >= len(stages):  # every stage finished before the restart: only the export is missing
+        learn.model.load_state_dict(state["model"])
+        _report_epoch(learn, len(stages) - 1, stages[-1].epochs - 1, stages, rank, True)
+        return
+    run_plan(learn, stages, start, on_epoch_end=report, restore=restore, resize=resize)
+
+
+def _report_epoch(learn, stage: int, epoch: int, stages, rank: int, last: bool) -> None:
+    import ray.train
+
+    row = dict(learn.recorder.epoch_rows[-1]) if learn.recorder.epoch_rows else {}
+    row.pop("epoch", None)
+    done_epochs = sum(s.epochs for s in stages[:stage]) + epoch + 1
+    metrics = {**row, "stage": stage, "stage_epoch": epoch, "training_iteration_epochs": done_epochs,
+               "done": last}
+    with tempfile.TemporaryDirectory() as d:
+        ckpt = None
+        if rank == 0:
+            state = {"model": learn.model.state_dict()}
+            if learn.opt is not None:
+                state["opt"] = learn.opt.state_dict()
+            torch.save(state, Path(d) / STATE_FILE)
+            (Path(d) / POSITION_FILE).write_text(json.dumps({"stage": stage, "epoch": epoch,
+                                                             "metrics": _jsonable(metrics)}))
+            if last:
+                learn.export(Path(d) / EXPORT_DIR)
+            ckpt = ray.train.Checkpoint.from_directory(d)
+        ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"checkpoint_s{stage:02d}_e{epoch:03d}")
+
+
+def _jsonable(d: dict) -> dict:
+    return {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in d.items()}
+
+
+def fit_plan(run: TrainRun) -> dict:
+    """Run `run` on a TorchTrainer (starting or resuming `run.name`); returns metrics and the export path."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    task = get_task(run.task)
+    cfg = task.Config(**run.task_config)
+    n_groups = 3  # checked again in the workers against the real model
+    parse_plan(run.plan, None)
+    task.build_source(cfg)  # bad CSVs, missing files, empty cells: fail here, before any worker starts
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS", "local"))
+    # the controller polls workers every 2 s by default; per-epoch reports need less than that
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+    cpus = run.cpus_per_worker or max(1.0, float(int(ray.cluster_resources().get("CPU", 1) // run.num_workers)))
+    storage = Path(run.storage_path).expanduser().resolve()
+    (storage / run.name).mkdir(parents=True, exist_ok=True)
+    (storage / run.name / "run.json").write_text(json.dumps({**asdict(run), "plan": plan_to_data(
+        parse_plan(run.plan, None))}, indent=2))
+    config = {"task": run.task, "task_config": asdict(cfg), "plan": run.plan, "seed": run.seed,
+              "threads": worker_threads(cpus)}
+    trainer = TorchTrainer(
+        train_loop_per_worker, train_loop_config=config,
+        scaling_config=ray.train.ScalingConfig(num_workers=run.num_workers, use_gpu=run.use_gpu,
+                                               resources_per_worker={"CPU": cpus}),
+        run_config=ray.train.RunConfig(
+            name=run.name, storage_path=str(storage),
+            failure_config=ray.train.FailureConfig(max_failures=run.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=run.num_to_keep)))
+    try:
+        result = trainer.fit()
+    except (ray.train.TrainingFailedError, ray.train.WorkerGroupError, ray.train.ControllerError) as e:
+        raise RaylessonsError(f"training run {run.name!r} failed: {_root_cause(e)}") from e
+    export = storage / run.name / EXPORT_DIR
+    src = Path(result.checkpoint.path) / EXPORT_DIR
+    if export.exists():
+        shutil.rmtree(export)
+    shutil.copytree(src, export)
+    return {"metrics": dict(result.metrics), "export": str(export), "checkpoint": result.checkpoint.path,
+            "path": str(storage / run.name)}
+
+
+def _root_cause(e: BaseException) -> str:
+    """The first worker's error message rather than Ray's wrapper."""
+    failures = getattr(e, "worker_failures", None) or {}
+    for err in failures.values():
+        return f"{type(err).__name__}: {err}".splitlines()[0][:2000]
+    cause = e.__cause__ or e
+    return str(cause).strip().splitlines()[-1][:2000] if str(cause).strip() else type(cause).__name__

@@ -1,0 +1,135 @@
+"""Saving, loading, exporting and predicting: state dicts and JSON only, nothing pickled."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from .errors import DataError
+
+__all__ = ["save", "load", "export", "load_learner", "predict", "get_preds", "read_export_meta",
+           "EXPORT_MODEL", "EXPORT_META"]
+
+EXPORT_MODEL, EXPORT_META = "model.pt", "meta.json"
+
+
+def _model_file(learn, name: str | Path) -> Path:
+    name = Path(name)
+    if name.suffix != ".pth":
+        name = name.with_suffix(name.suffix + ".pth") if name.suffix else name.with_suffix(".pth")
+    return name if name.is_absolute() else learn.path / learn.model_dir / name
+
+
+def save(self, name: str | Path, with_opt: bool = True) -> Path:
+    """Write `path/models/<name>.pth` holding the model (and optimizer) state dicts."""
+    file = _model_file(self, name)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    state = {"model": self.model.state_dict()}
+    if with_opt and self.opt is not None:
+        state["opt"] = self.opt.state_dict()
+    tmp = file.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(file)  # atomic: a crash never leaves a half-written checkpoint under the real name
+    return file
+
+
+def load(self, name: str | Path, with_opt: bool = True, strict: bool = True):
+    """Load `path/models/<name>.pth` (weights_only: no arbitrary objects are unpickled)."""
+    file = _model_file(self, name)
+    if not file.is_file():
+        raise FileNotFoundError(f"no saved model at {file}")
+    state = torch.load(file, map_location=self.device, weights_only=True)
+    self.model.load_state_dict(state["model"], strict=strict)
+    if with_opt and "opt" in state:
+        if self.opt is None:
+            self.create_opt()
+        try:
+            self.opt.load_state_dict(state["opt"])
+        except ValueError:  # fastai is tolerant too: a changed group layout keeps fresh optimizer state
+            self.create_opt()
+    return self
+
+
+def export(self, dest: str | Path | None = None, extra: dict | None = None) -> Path:
+    """Write an export directory: model.pt (state dict) + meta.json (everything inference needs)."""
+    dest = Path(dest) if dest is not None else self.path / "export"
+    dest.mkdir(parents=True, exist_ok=True)
+    meta = {"format": 1, "model": self.model_meta, **self.data.export_meta(),
+            "metrics": _last_metrics(self), "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat()}
+    meta["task"] = self.model_meta.get("task", meta["label_kind"])
+    meta["arch"] = self.model_meta.get("arch")
+    meta.update(extra or {})
+    state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+    torch.save(state, dest / (EXPORT_MODEL + ".tmp"))
+    (dest / (EXPORT_META + ".tmp")).write_text(json.dumps(meta, indent=2))
+    (dest / (EXPORT_MODEL + ".tmp")).replace(dest / EXPORT_MODEL)
+    (dest / (EXPORT_META + ".tmp")).replace(dest / EXPORT_META)
+    return dest
+
+
+def _last_metrics(learn) -> dict:
+    rows = learn.recorder.epoch_rows
+    if not rows:
+        return {}
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rows[-1].items()}
+
+
+def read_export_meta(dest: str | Path) -> dict:
+    """The metadata of an export directory; a missing or malformed file raises DataError."""
+    file = Path(dest) / EXPORT_META
+    if not file.is_file():
+        raise DataError("not an export directory (meta.json missing)", dest)
+    try:
+        meta = json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"malformed JSON: {e}", file) from None
+    for key in ("model", "label_kind"):
+        if key not in meta:
+            raise DataError(f"missing key {key!r}", file)
+    return meta
+
+
+def load_learner(dest: str | Path, device: str | torch.device | None = None):
+    """A Learner ready for `predict`, rebuilt from an export directory (weights_only loading)."""
+    from .inference import InferenceData
+    from .learner import Learner
+    from .models import build_model
+
+    meta = read_export_meta(dest)
+    model, splitter = build_model(meta["model"])
+    state = torch.load(Path(dest) / EXPORT_MODEL, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    data = InferenceData(meta, path=dest)
+    learn = Learner(data, model.eval(), loss_func=data.loss_func, splitter=splitter, path=dest,
+                    device=device, model_meta=meta["model"])
+    learn.export_meta = meta
+    return learn
+
+
+def predict(self, item, **kwargs):
+    """Predict one item (path, PIL image, uint8 tensor or text): the task's decoded answer."""
+    from .inference import Predictor
+
+    predictor = getattr(self, "_predictor", None)
+    if predictor is None or predictor.model is not self.model:
+        predictor = self._predictor = Predictor.from_learner(self)
+    return predictor.predict(item, **kwargs)
+
+
+@torch.no_grad()
+def get_preds(self, dl=None, activ: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(predictions, targets) over a loader (default valid), after the loss's activation."""
+    from .inference import activation
+
+    dl = dl if dl is not None else self.data.valid_dl
+    self.model.eval()
+    preds, targs = [], []
+    for xb, yb in dl:
+        xb, yb = self.data.to_device(xb, yb, self.device, self.channels_last)
+        out = self.model(xb).float()
+        preds.append(activation(self.data.label.kind)(out) if activ else out)
+        targs.append(yb)
+    return torch.cat(preds).cpu(), torch.cat(targs).cpu()

@@ -1,0 +1,160 @@
+"""Recorder: what happened during training (lrs, momentums, losses, metrics) and its PNG plots."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .callbacks.core import Callback
+from .schedule import SmoothenValue
+
+__all__ = ["Recorder", "suggest_lr"]
+
+log = logging.getLogger("raylessons")
+
+
+def suggest_lr(lrs, losses, skip_start: int = 10, skip_end: int = 5) -> tuple[float, float]:
+    """(steepest-descent lr, min-loss lr / 10) of an LR-finder curve, trimmed as fastai plots it."""
+    lrs, losses = np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float)
+    end = len(lrs) - skip_end if skip_end else len(lrs)
+    lrs, losses = lrs[skip_start:end], losses[skip_start:end]
+    if len(losses) < 2:
+        raise ValueError(f"the LR finder recorded {len(losses) + skip_start + skip_end} points; "
+                         "too few to suggest a learning rate (use more data or a larger num_it)")
+    steepest = int(np.gradient(losses).argmin())
+    return float(lrs[steepest]), float(lrs[int(losses.argmin())] / 10)
+
+
+class Recorder(Callback):
+    """Keeps per-batch lrs/momentums/smoothed losses and per-epoch validation results."""
+
+    order = -20
+
+    def __init__(self, verbose: bool = True):
+        self.verbose = verbose
+        self.lrs, self.moms, self.losses = [], [], []
+        self.val_losses, self.metrics, self.nb_batches, self.epoch_rows = [], [], [], []
+        self.metric_names: list[str] = []
+        self.min_grad_lr = None
+
+    def before_fit(self, learn) -> None:
+        self.lrs, self.moms, self.losses, self.nb_batches = [], [], [], []
+        self.val_losses, self.metrics, self.epoch_rows = [], [], []
+        self.smoothener = SmoothenValue(0.98)
+        self.metric_names = learn.metric_names
+        self._printed_header = False
+
+    def before_epoch(self, learn) -> None:
+        self.epoch_start, self.epoch_batches = time.perf_counter(), 0
+
+    def after_batch(self, learn) -> None:
+        if not learn.training:
+            return
+        self.smooth_loss = self.smoothener.add_value(learn.loss.detach().item())
+        self.losses.append(self.smooth_loss)
+        self.lrs.append(float(learn.current_lrs[-1]))
+        self.moms.append(float(learn.current_mom))
+        self.epoch_batches += 1
+
+    def after_epoch(self, learn) -> None:
+        self.nb_batches.append(self.epoch_batches)
+        row = {"epoch": learn.epoch, "train_loss": self.losses[-1] if self.losses else float("nan")}
+        if learn.last_validation is not None:
+            val_loss, mets = learn.last_validation
+            self.val_losses.append(val_loss)
+            self.metrics.append(mets)
+            row["valid_loss"] = val_loss
+            row.update(dict(zip(self.metric_names, mets)))
+        row["time"] = time.perf_counter() - self.epoch_start
+        self.epoch_rows.append(row)
+        if self.verbose and learn.is_main_process and learn.validate_each_epoch:
+            self._print_row(row)
+
+    def _print_row(self, row: dict) -> None:
+        keys = list(row)
+        if not self._printed_header:
+            print("  ".join(f"{k:>12}" for k in keys), flush=True)
+            self._printed_header = True
+        cells = [f"{v:>12d}" if isinstance(v, int) else f"{v:>12.6f}" for k, v in row.items() if k != "time"]
+        cells.append(f"{row['time']:>11.1f}s")
+        print("  ".join(cells), flush=True)
+
+    # ----- plots (PNG files; matplotlib's Agg backend, no display needed)
+    def plot(self, path: str | Path = "lr_find.png", skip_start: int = 10, skip_end: int = 5,
+             suggestion: bool = True, marks: dict[str, float] | None = None):
+        """LR-finder curve; with suggestion=True returns (steepest lr, min-loss lr / 10) and marks them."""
+        plt = _pyplot()
+        end = len(self.lrs) - skip_end if skip_end else len(self.lrs)
+        lrs, losses = self.lrs[skip_start:end], self.losses[skip_start:end]
+        fig, ax = plt.subplots()
+        ax.plot(lrs, losses)
+        ax.set(xscale="log", xlabel="Learning Rate", ylabel="Loss")
+        result = None
+        if suggestion:
+            result = suggest_lr(self.lrs, self.losses, skip_start, skip_end)
+            self.min_grad_lr = result[0]
+            idx = int(np.argmin(np.abs(np.asarray(lrs) - result[0])))
+            ax.plot(lrs[idx], losses[idx], "o", color="red", label=f"steepest {result[0]:.2e}")
+            print(f"Min numerical gradient: {result[0]:.2E}\nMin loss divided by 10: {result[1]:.2E}")
+        for label, lr in (marks or {}).items():
+            ax.axvline(lr, linestyle="--", label=f"{label} {lr:.2e}")
+        if suggestion or marks:
+            ax.legend()
+        _save(fig, path)
+        return result
+
+    def plot_losses(self, path: str | Path = "losses.png") -> Path:
+        """Smoothed train loss per batch and validation loss at each epoch's end."""
+        plt = _pyplot()
+        fig, ax = plt.subplots()
+        ax.plot(range(len(self.losses)), self.losses, label="Train")
+        if self.val_losses:
+            ax.plot(np.cumsum(self.nb_batches)[: len(self.val_losses)], self.val_losses, label="Validation")
+        ax.set(xlabel="Batches processed", ylabel="Loss")
+        ax.legend()
+        return _save(fig, path)
+
+    def plot_lr(self, path: str | Path = "lr.png", show_moms: bool = False) -> Path:
+        """The last group's lr per iteration, and the momentum beside it with show_moms=True."""
+        plt = _pyplot()
+        fig, axs = plt.subplots(1, 2 if show_moms else 1, figsize=(12 if show_moms else 6, 4))
+        axs = np.atleast_1d(axs)
+        axs[0].plot(self.lrs)
+        axs[0].set(xlabel="Iterations", ylabel="Learning Rate")
+        if show_moms:
+            axs[1].plot(self.moms)
+            axs[1].set(xlabel="Iterations", ylabel="Momentum")
+        return _save(fig, path)
+
+    def plot_metrics(self, path: str | Path = "metrics.png") -> Path:
+        """Each metric against the epoch."""
+        if not self.metrics:
+            raise ValueError("no metrics recorded yet: fit with validation first")
+        plt = _pyplot()
+        n = len(self.metric_names)
+        fig, axs = plt.subplots(n, 1, figsize=(6, 3 * n))
+        for i, ax in enumerate(np.atleast_1d(axs)):
+            ax.plot([m[i] for m in self.metrics])
+            ax.set(xlabel="Epoch", ylabel=self.metric_names[i])
+        return _save(fig, path)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path

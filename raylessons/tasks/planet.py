@@ -1,0 +1,79 @@
+"""Planet multi-label tagging (lesson3-planet): data chain, learner and the lesson's plan."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+
+from ..data.block import ImageList
+from ..data.transforms import get_transforms, imagenet_stats
+from ..metrics import accuracy_thresh, fbeta
+from ..vision_learner import cnn_learner
+
+__all__ = ["Config", "METRIC", "MODE", "build_source", "build_data", "build_learner", "default_plan",
+           "smoke_plan", "acc_02", "f_score"]
+
+METRIC, MODE = "fbeta", "max"
+
+acc_02 = partial(accuracy_thresh, thresh=0.2)
+f_score = partial(fbeta, thresh=0.2)
+
+
+@dataclass
+class Config:
+    """Where the data is and how to build data and model (the lesson's values by default)."""
+
+    data: str = "~/.raylessons/data/planet"
+    csv: str = "train_v2.csv"
+    folder: str = "train-jpg"
+    suffix: str = ".jpg"
+    size: int = 128
+    bs: int = 64
+    valid_pct: float = 0.2
+    seed: int = 42
+    arch: str = "resnet34"
+    pretrained: bool | str = False
+    num_workers: int = 0
+    threshold: float = 0.2
+    on_bad_item: str = "raise"
+    tfms: dict = field(default_factory=lambda: dict(flip_vert=True, max_lighting=0.1, max_zoom=1.05,
+                                                    max_warp=0.0))
+
+
+def build_source(cfg: Config):
+    """ImageList.from_csv(...).split_by_rand_pct(...).label_from_df(label_delim=' ')."""
+    from pathlib import Path
+
+    path = Path(cfg.data).expanduser()
+    return (ImageList.from_csv(path, cfg.csv, folder=cfg.folder, suffix=cfg.suffix, on_bad_item=cfg.on_bad_item)
+            .split_by_rand_pct(cfg.valid_pct, seed=cfg.seed)
+            .label_from_df(label_delim=" "))
+
+
+def build_data(cfg: Config, size: int | None = None, src=None):
+    """The DataBunch at `size` (default cfg.size), normalised with ImageNet statistics."""
+    src = src if src is not None else build_source(cfg)
+    tfms = get_transforms(**cfg.tfms)
+    return (src.transform(tfms, size=size or cfg.size)
+            .databunch(bs=cfg.bs, num_workers=cfg.num_workers)
+            .normalize(imagenet_stats))
+
+
+def build_learner(data, cfg: Config, **kwargs):
+    """cnn_learner with the lesson's metrics (acc_02, f_score)."""
+    return cnn_learner(data, cfg.arch, metrics=[acc_02, f_score], pretrained=cfg.pretrained, **kwargs)
+
+
+def default_plan() -> list[dict]:
+    """The notebook's four stages at 128 then 256 px."""
+    return [
+        {"freeze_to": -1, "epochs": 5, "max_lr": "slice(0.01)", "save": "stage-1-rn34"},
+        {"unfreeze": True, "epochs": 5, "max_lr": "slice(1e-5, 2e-3)", "save": "stage-2-rn34"},
+        {"freeze": True, "size": 256, "epochs": 5, "max_lr": "slice(5e-3)", "save": "stage-1-256-rn34"},
+        {"unfreeze": True, "epochs": 5, "max_lr": "slice(1e-5, 1e-3)", "save": "stage-2-256-rn34"},
+    ]
+
+
+def smoke_plan() -> list[dict]:
+    """Two one-epoch stages: enough to exercise freezing, slices, checkpoints and resume."""
+    return [{"freeze_to": -1, "epochs": 1, "max_lr": "slice(1e-2)"},
+            {"unfreeze": True, "epochs": 1, "max_lr": "slice(1e-5, 1e-3)"}]
