@@ -68,7 +68,7 @@ class CrossEntropyFlat(nn.CrossEntropyLoss):
         self.axis = axis
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        input = input.transpose(self.axis, -1).contiguous()
+        input = input.movedim(self.axis, -1).contiguous()  # (B, C, H, W) -> (B, H, W, C)
         return super().forward(input.reshape(-1, input.shape[-1]), target.reshape(-1).long())
 
 

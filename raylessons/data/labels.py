@@ -111,7 +111,7 @@ class ItemLists:
         for part in (self.train, self.valid):
             if part.df is None:
                 raise DataError("label_from_df needs items created from a CSV or dataframe", self.path)
-            col = _column(part.df, cols, self.path)
+            col = _column(part.df, cols, part.where)
             raws.append([_parse_cell(v, label_delim, part, i) for i, v in enumerate(part.df[col])])
         if label_delim is not None:
             return self._labelled(MultiCategoryLabel, raws, classes, multi=True)

@@ -1,0 +1,111 @@
+"""The `raylessons` command: demo, data, train, serve, predict."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import RaylessonsError
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    from .data.download import DOWNLOADS
+    from .data.synth import DATASETS
+    from .distributed.launch import add_train_arguments
+
+    parser = argparse.ArgumentParser(prog="raylessons", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="all workflows on generated data: Train, Tune, Serve, HTTP")
+    demo.add_argument("--out", default="demo-out", help="where data, runs and exports go")
+    demo.add_argument("--n", type=int, default=None, help="generated Planet images (default: demo preset)")
+    demo.add_argument("--port", type=int, default=8000)
+
+    data = sub.add_parser("data", help="generate look-alike datasets or download the real ones")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    synth = data_sub.add_parser("synth", help="write a look-alike dataset in the real on-disk format")
+    synth_sub = synth.add_subparsers(dest="dataset", required=True)
+    for name in DATASETS:
+        p = synth_sub.add_parser(name)
+        p.add_argument("--out", required=True)
+        _add_synth_options(name, p)
+    download = data_sub.add_parser("download", help="fetch a real dataset (needs internet)")
+    download.add_argument("dataset", choices=sorted(DOWNLOADS))
+    download.add_argument("--dest", default=None)
+
+    train = sub.add_parser("train", help="run a plan on Ray Train")
+    add_train_arguments(train)
+
+    serve = sub.add_parser("serve", help="serve export directories over HTTP (blocks)")
+    serve.add_argument("--export", action="append", required=True, metavar="TASK=DIR")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+
+    predict = sub.add_parser("predict", help="send files to a running raylessons server", add_help=False)
+    predict.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _add_synth_options(name: str, parser: argparse.ArgumentParser) -> None:
+    import importlib
+
+    try:
+        module = importlib.import_module(f"raylessons.data.synth.{name}")
+    except ImportError:
+        return
+    if hasattr(module, "add_cli_arguments"):
+        module.add_cli_arguments(parser)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(args.out, n=args.n, port=args.port)
+    if args.command == "data" and args.data_command == "synth":
+        from .data.synth import synth
+
+        opts = {k: v for k, v in vars(args).items()
+                if k not in ("command", "data_command", "dataset", "out") and v is not None}
+        print(synth(args.dataset, args.out, **opts))
+        return 0
+    if args.command == "data":
+        from .data.download import download
+
+        print(download(args.dataset, args.dest))
+        return 0
+    if args.command == "train":
+        from .distributed.launch import run_from_args
+
+        run_from_args(args)
+        return 0
+    if args.command == "serve":
+        from .serving.local import serve_forever
+
+        exports = dict(item.split("=", 1) for item in args.export)
+        serve_forever(exports, host=args.host, port=args.port)
+        return 0
+    if args.command == "predict":
+        from .client import main as client_main
+
+        return client_main(args.rest)
+    raise AssertionError(args.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except RaylessonsError as e:
+        print(f"raylessons: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Command-line front of a training run, shared by `jobs/*.py` and `raylessons train`."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..tasks import TASKS, get_task
+
+__all__ = ["add_train_arguments", "load_plan", "run_from_args", "init_ray"]
+
+
+def load_plan(value: str, task: str) -> list:
+    """A plan from a preset name ('lesson', 'smoke'), a JSON string, or a .json/.yaml file."""
+    mod = get_task(task)
+    presets = {"lesson": mod.default_plan, "smoke": mod.smoke_plan}
+    if value in presets:
+        return presets[value]()
+    path = Path(value)
+    if path.suffix in (".json", ".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"plan file not found: {path}")
+        text = path.read_text()
+        if path.suffix == ".json":
+            return json.loads(text)
+        import yaml
+
+        return yaml.safe_load(text)
+    try:
+        plan = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--plan is neither a preset ({', '.join(presets)}), a plan file, nor JSON: {e}") from None
+    return plan["stages"] if isinstance(plan, dict) and "stages" in plan else plan
+
+
+def add_train_arguments(parser: argparse.ArgumentParser, task: str | None = None) -> None:
+    """The options of a training job: data, sizes, plan, workers, storage, run name."""
+    if task is None:
+        parser.add_argument("--task", choices=TASKS, required=True)
+    parser.add_argument("--data", required=True, help="dataset root (the real layout or a generated look-alike)")
+    parser.add_argument("--plan", default="lesson", help="'lesson', 'smoke', a JSON list of stages or a file")
+    parser.add_argument("--size", type=int, default=None, help="image size of the first stage")
+    parser.add_argument("--bs", type=int, default=None)
+    parser.add_argument("--arch", default=None, help="resnet18 | resnet34 | resnet50")
+    parser.add_argument("--pretrained", default="false",
+                        help="true (torchvision ImageNet weights), false, or a local weights file")
+    parser.add_argument("--num-workers", type=int, default=1, help="Ray Train workers")
+    parser.add_argument("--use-gpu", action="store_true")
+    parser.add_argument("--cpus-per-worker", type=float, default=None)
+    parser.add_argument("--name", default=None, help="run name; the same name resumes from its last checkpoint")
+    parser.add_argument("--storage", default="~/raylessons_results")
+    parser.add_argument("--max-failures", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def init_ray(**kwargs) -> None:
+    """Attach to the cluster a job runs in (RAY_ADDRESS), else start a private local instance."""
+    import os
+
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS", "local"), **kwargs)
+
+
+def run_from_args(args: argparse.Namespace, task: str | None = None) -> dict:
+    """Build a TrainRun from parsed options, run it on Ray Train, print and return the result."""
+    from .train import TrainRun, fit_plan
+
+    task = task or args.task
+    task_config = {"data": args.data}
+    for key in ("size", "bs", "arch"):
+        if getattr(args, key) is not None:
+            task_config[key] = getattr(args, key)
+    pretrained = {"true": True, "false": False}.get(str(args.pretrained).lower(), args.pretrained)
+    task_config["pretrained"] = pretrained
+    run = TrainRun(task=task, plan=load_plan(args.plan, task), task_config=task_config,
+                   name=args.name or f"{task}-{Path(args.data).name}", storage_path=args.storage,
+                   num_workers=args.num_workers, use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker,
+                   max_failures=args.max_failures, seed=args.seed)
+    init_ray()
+    result = fit_plan(run)
+    print(json.dumps({"export": result["export"], "metrics": result["metrics"]}, indent=2, default=str))
+    return result
