@@ -44,8 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
 
-    predict = sub.add_parser("predict", help="send files to a running raylessons server", add_help=False)
-    predict.add_argument("rest", nargs=argparse.REMAINDER)
+    sub.add_parser("predict", help="send files to a running server: raylessons predict --task T --url U FILE...")
     return parser
 
 
@@ -88,15 +87,16 @@ def _run(args: argparse.Namespace) -> int:
         exports = dict(item.split("=", 1) for item in args.export)
         serve_forever(exports, host=args.host, port=args.port)
         return 0
-    if args.command == "predict":
-        from .client import main as client_main
-
-        return client_main(args.rest)
     raise AssertionError(args.command)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["predict"]:  # the client owns its options (argparse.REMAINDER drops '--x' flags)
+        from .client import main as client_main
+
+        return client_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return _run(args)

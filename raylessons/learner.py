@@ -39,6 +39,7 @@ class Learner:
         self.opt_func, self.wd, self.train_bn = opt_func, wd, train_bn
         self.path = Path(path if path is not None else getattr(data, "path", "."))
         self.model_dir, self.model_meta = model_dir, dict(model_meta or {})
+        self.export_extra: dict = {}  # task-level metadata for exports (e.g. the decision threshold)
         self.device = torch.device(device) if device is not None else default_device()
         self.model = model.to(self.device)
         self.layer_groups = list(splitter(model)) if splitter else [model]

@@ -61,6 +61,7 @@ def export(self, dest: str | Path | None = None, extra: dict | None = None) -> P
             "metrics": _last_metrics(self), "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat()}
     meta["task"] = self.model_meta.get("task", meta["label_kind"])
     meta["arch"] = self.model_meta.get("arch")
+    meta.update(getattr(self, "export_extra", {}))
     meta.update(extra or {})
     state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
     torch.save(state, dest / (EXPORT_MODEL + ".tmp"))

@@ -136,7 +136,8 @@ def test_save_load_export_predict(data, tmp_path):
 
     export = learn.export(tmp_path / "export")
     meta = json.loads((export / "meta.json").read_text())
-    assert meta["task"] == "multi_category" and meta["arch"] == "resnet18" and meta["size"] == 32
+    assert meta["task"] == "planet" and meta["label_kind"] == "multi_category" and meta["threshold"] == 0.2
+    assert meta["arch"] == "resnet18" and meta["size"] == 32
     assert meta["classes"] == learn.data.classes and meta["normalize"]["mean"] == [0.485, 0.456, 0.406]
     assert "fbeta" in meta["metrics"]
     loaded = load_learner(export)

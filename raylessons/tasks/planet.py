@@ -60,7 +60,10 @@ def build_data(cfg: Config, size: int | None = None, src=None):
 
 def build_learner(data, cfg: Config, **kwargs):
     """cnn_learner with the lesson's metrics (acc_02, f_score)."""
-    return cnn_learner(data, cfg.arch, metrics=[acc_02, f_score], pretrained=cfg.pretrained, **kwargs)
+    learn = cnn_learner(data, cfg.arch, metrics=[acc_02, f_score], pretrained=cfg.pretrained, **kwargs)
+    learn.model_meta["task"] = "planet"
+    learn.export_extra["threshold"] = cfg.threshold
+    return learn
 
 
 def default_plan() -> list[dict]:

@@ -1,0 +1,247 @@
+"""The Serve application: a FastAPI ingress routing `POST /<task>` to one model deployment per task.
+
+    Ingress (FastAPI: /healthz, /models, POST /<task>)
+      -> DeploymentHandle per task -> ImageModel (decode, preprocess, batched forward, decode answer)
+
+Adding a task is one `ROUTES` entry (+ an `ANSWERS` entry for a new label kind, + a model class for a
+new input kind). No `from __future__ import annotations` here: Serve recognises the typed builder by
+`build_app`'s real (not string) annotation.
+"""
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from fastapi import FastAPI, Query, Request
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from ray import serve
+from ray.exceptions import RayActorError
+from ray.serve import Application
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+
+from ..errors import ConfigError, DataError
+from . import http
+
+__all__ = ["AppArgs", "ModelConfig", "Route", "ROUTES", "ANSWERS", "ImageModel", "Ingress", "build_app",
+           "answer_multi_label"]
+
+log = logging.getLogger("ray.serve")
+
+# imageio.MAX_PIXELS, repeated so that the ingress process never imports torch
+MAX_PIXELS = 40_000_000
+
+
+class ModelConfig(BaseModel):
+    """A model deployment's `user_config`: changed live by `serve deploy` without restarting replicas."""
+
+    max_batch_size: int = Field(16, ge=1)
+    batch_wait_timeout_s: float = Field(0.01, ge=0)
+    threads: int | None = Field(None, ge=1)  # None: the replica's CPU share
+
+
+class AppArgs(BaseModel):
+    """The arguments of `build_app` (from `serve run ... key=value`, a config file's `args`, or Python)."""
+
+    exports: dict[str, str]  # task -> export directory
+    max_body_bytes: int = Field(10 * 2**20, ge=1)
+    max_pixels: int = Field(MAX_PIXELS, ge=1)
+    max_batch_size: int = Field(16, ge=1)
+    batch_wait_timeout_s: float = Field(0.01, ge=0)
+    threads: int | None = Field(None, ge=1)
+    export_root: str | None = None  # when set, every export must lie inside it
+
+    @field_validator("exports", mode="before")
+    @classmethod
+    def _json_string(cls, v: Any) -> Any:
+        # `serve run serve.app:build_app exports='{"planet": "/path"}'` passes the value as a string
+        if isinstance(v, str):
+            try:
+                return json.loads(v)
+            except json.JSONDecodeError as e:
+                raise ValueError(f'exports must be a JSON object like {{"planet": "/path/to/export"}}: {e}')
+        return v
+
+    def model_config_for_replicas(self) -> dict:
+        """The `user_config` every model deployment starts with."""
+        return ModelConfig(max_batch_size=self.max_batch_size, batch_wait_timeout_s=self.batch_wait_timeout_s,
+                           threads=self.threads).model_dump()
+
+
+# --- answers: one function per label kind, (predictor, activated row, query) -> JSON-able dict ---
+
+def answer_multi_label(predictor, row, threshold: float | None = None) -> dict:
+    """`{"tags": [...], "probs": {tag: p}, "threshold": t}` of one sigmoid row."""
+    thresh = predictor.threshold if threshold is None else threshold
+    tags, _, probs = predictor.decode(row, thresh)
+    return {"tags": tags, "probs": dict(zip(predictor.classes, probs.tolist())), "threshold": thresh}
+
+
+ANSWERS: dict[str, Callable[..., dict]] = {"multi_category": answer_multi_label}
+
+
+def _cpu_share() -> int:
+    """The CPUs Ray gave this replica, at least 1 (Ray pins a 1-CPU replica's torch to 1 thread)."""
+    import ray
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    return max(1, math.ceil(cpus))
+
+
+@serve.deployment(max_ongoing_requests=32, ray_actor_options={"num_cpus": 1})
+class ImageModel:
+    """One image model: decode + validation preprocessing per request, batched forward, per-request answer.
+
+    Decoding happens here rather than in the ingress: `Predictor.preprocess` (the validation transforms)
+    lives with the model's export, the CPU it costs is counted against this replica's CPUs, and the
+    compressed bytes crossing the handle are far smaller than float tensors. Bad images never reach the
+    batch; they come back as an `ApiError` value (not raised, so Serve does not log a client mistake as
+    a replica failure) that the ingress turns into a 400.
+    """
+
+    def __init__(self, export_dir: str, max_pixels: int = MAX_PIXELS):
+        from ..inference import Predictor
+
+        self.predictor = Predictor.from_export(export_dir)  # state dict loaded with weights_only
+        if self.predictor.kind not in ANSWERS:
+            raise ConfigError(f"{export_dir}: no answer for label kind {self.predictor.kind!r}; "
+                              f"known: {sorted(ANSWERS)}")
+        self.answer, self.max_pixels = ANSWERS[self.predictor.kind], max_pixels
+        self.reconfigure({})
+
+    def reconfigure(self, user_config: dict) -> None:
+        """Apply a `ModelConfig` (batch size, batch wait, torch threads)."""
+        import torch
+
+        cfg = ModelConfig.model_validate(user_config or {})
+        torch.set_num_threads(cfg.threads or _cpu_share())
+        self._forward.set_max_batch_size(cfg.max_batch_size)
+        self._forward.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+
+    async def __call__(self, body: bytes, threshold: float | None = None) -> dict | http.ApiError:
+        """The answer for one encoded image, or the ApiError saying why it is not one."""
+        from ..data.imageio import decode_image_bytes
+
+        try:
+            x = self.predictor.preprocess(decode_image_bytes(body, max_pixels=self.max_pixels))  # (3, h, w)
+        except DataError as e:
+            return http.ApiError(400, "bad_image", str(e))
+        row = await self._forward(x)  # (C,)
+        return self.answer(self.predictor, row, threshold)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def _forward(self, xs: list) -> list:
+        return list(self.predictor.forward(xs))  # (B, C) -> B rows, in request order
+
+
+# --- the route table: task -> what its export must hold, which deployment serves it, how to read bodies ---
+
+@dataclass(frozen=True)
+class Route:
+    """How one task is served."""
+
+    label_kind: str                                     # checked against the export's meta.json at build
+    model: Any                                          # the Serve deployment class (one per input kind)
+    read: Callable[[Request, int], Awaitable[bytes]]    # (request, max_body_bytes) -> what the model takes
+
+
+ROUTES: dict[str, Route] = {
+    "planet": Route("multi_category", ImageModel, http.read_image_body),
+}
+
+
+api = FastAPI(title="raylessons", description="fast.ai lesson 3 models on Ray Serve")
+http.install_error_handlers(api)
+
+
+@serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0})
+@serve.ingress(api)
+class Ingress:
+    """HTTP front door: validates requests, then awaits the task's model deployment."""
+
+    def __init__(self, models: dict[str, DeploymentHandle], metas: dict[str, dict], max_body_bytes: int):
+        self.models, self.metas, self.max_body_bytes = models, metas, max_body_bytes
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict:
+        """200 while the ingress runs; Serve restarts model replicas that fail their health checks."""
+        return {"status": "ok", "models": sorted(self.models)}
+
+    @api.get("/models")
+    async def models_info(self) -> dict:
+        """The export metadata of every served task."""
+        return {"models": [self.metas[task] for task in sorted(self.metas)]}
+
+    async def predict(self, request: Request,
+                      threshold: float | None = Query(None, ge=0.0, le=1.0, allow_inf_nan=False)) -> dict:
+        """The task's answer for the body (the route's reader says what the body may be)."""
+        task = request.scope["route"].name
+        if task not in self.models:
+            raise http.ApiError(404, "not_found", f"task {task!r} is not served here; served: {sorted(self.models)}")
+        body = await ROUTES[task].read(request, self.max_body_bytes)
+        try:
+            result = await self.models[task].remote(body, threshold=threshold)
+        except (RayActorError, BackPressureError) as e:  # replica dead or queue full: retry later
+            raise http.ApiError(503, "model_unavailable", f"{task}: {type(e).__name__}") from None
+        except Exception as e:  # a bug, not a client mistake (those come back as ApiError values)
+            log.exception("model %s failed", task)
+            raise http.ApiError(500, "internal_error", f"{task}: {type(e).__name__}") from None
+        if isinstance(result, http.ApiError):
+            raise result
+        return result
+
+    # one POST route per known task, named after it: unknown paths stay 404 and `GET /planet` is 405
+    for _task in ROUTES:
+        api.post(f"/{_task}", name=_task, summary=f"predict {_task}")(predict)
+    del _task
+
+
+# --- building the application ---
+
+def resolve_export(task: str, path: str, root: str | None) -> Path:
+    """The absolute export directory of `task`; with `root`, relative paths start there and must stay inside."""
+    p = Path(path).expanduser()
+    if root is not None:
+        base = Path(root).expanduser().resolve()
+        p = (base / p).resolve()
+        if not p.is_relative_to(base):
+            raise ConfigError(f"export of {task!r} ({path}) resolves to {p}, outside export_root {base}")
+    return p.resolve()
+
+
+def _summary(task: str, meta: dict) -> dict:
+    """What GET /models shows of one export."""
+    keys = ("arch", "classes", "size", "metrics", "exported_at")
+    return {"task": task, "kind": meta["label_kind"], **{k: meta.get(k) for k in keys},
+            "threshold": meta.get("threshold", 0.2)}
+
+
+def build_app(args: AppArgs) -> Application:
+    """The Serve application for `args.exports` (a dict is accepted too: `build_app({"exports": {...}})`)."""
+    from ..learner_io import read_export_meta  # imports torch: keep it out of the ingress process
+
+    if not isinstance(args, AppArgs):
+        try:
+            args = AppArgs.model_validate(args)
+        except ValidationError as e:
+            raise ConfigError(f"invalid application arguments: {e}") from None
+    if not args.exports:
+        raise ConfigError(f"no exports given; known tasks: {sorted(ROUTES)}")
+    handles, metas = {}, {}
+    for task, path in args.exports.items():
+        if task not in ROUTES:
+            raise ConfigError(f"unknown task {task!r}; known tasks: {sorted(ROUTES)}")
+        route, export = ROUTES[task], resolve_export(task, path, args.export_root)
+        meta = read_export_meta(export)  # missing/malformed export: fail now, not in a replica
+        if meta["label_kind"] != route.label_kind:
+            raise ConfigError(f"export {export} holds a {meta['label_kind']!r} model; "
+                              f"task {task!r} needs {route.label_kind!r}")
+        # max_ongoing_requests >= batch size, or batches never fill (Serve's default of 5 collapses under load)
+        handles[task] = route.model.options(
+            name=task, max_ongoing_requests=max(32, args.max_batch_size),
+            user_config=args.model_config_for_replicas(),
+        ).bind(str(export), args.max_pixels)
+        metas[task] = _summary(task, meta)
+    return Ingress.bind(handles, metas, args.max_body_bytes)

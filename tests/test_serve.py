@@ -1,0 +1,362 @@
+"""The Serve app end to end (one app for the module), its HTTP helpers, its builder and the client."""
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import pickle
+import socket
+import struct
+import zlib
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI, Query, Request  # module level: this file's string annotations resolve here
+from PIL import Image
+
+from raylessons.errors import ConfigError, DataError
+from raylessons.serving import http
+
+MAX_BODY = 200_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _png(width: int = 8, height: int = 8) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (10, 200, 30)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A tiny PNG whose IHDR claims width x height (CRC fixed, so only the size check can reject it)."""
+    data = bytearray(_png())
+    assert data[12:16] == b"IHDR"
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+# --- fixtures: a tiny export, one Serve app for the module ---
+
+@pytest.fixture(scope="module")
+def planet_export(tmp_path_factory) -> tuple[Path, list[Path]]:
+    """An (untrained: fast) resnet18 export of a Planet look-alike at 32 px, and a few of its images."""
+    from raylessons.data.synth import synth
+    from raylessons.tasks.planet import Config, build_data, build_learner
+
+    tmp = tmp_path_factory.mktemp("serve")
+    root = synth("planet", tmp / "planet", n=40, size=64, seed=0)
+    cfg = Config(data=str(root), size=32, bs=8, arch="resnet18")
+    learn = build_learner(build_data(cfg), cfg)
+    export = learn.export(tmp / "export")
+    return export, sorted((root / "train-jpg").glob("*.jpg"))[:6]
+
+
+@pytest.fixture(scope="module")
+def predictor(planet_export):
+    from raylessons.inference import Predictor
+
+    return Predictor.from_export(planet_export[0])
+
+
+@pytest.fixture(scope="module")
+def server(ray_session, planet_export) -> str:
+    """The app at http://127.0.0.1:<free port>, with a small body limit for the 413 tests."""
+    from ray import serve
+
+    from raylessons.serving import start
+
+    url = start({"planet": str(planet_export[0])}, port=_free_port(), max_body_bytes=MAX_BODY,
+                batch_wait_timeout_s=0.05)
+    yield url
+    serve.shutdown()
+
+
+@pytest.fixture
+def client(server):
+    with httpx.Client(base_url=server, timeout=60, trust_env=False) as c:
+        yield c
+
+
+def _post_image(client, body: bytes, content_type: str = "image/jpeg", **params) -> httpx.Response:
+    return client.post("/planet", content=body, headers={"content-type": content_type}, params=params)
+
+
+def _assert_matches(answer: dict, local, threshold: float = 0.2) -> None:
+    """The server's answer equals the local `Predictor.predict` (tags, threshold, probabilities)."""
+    tags, _, probs = local
+    assert answer["tags"] == tags and answer["threshold"] == threshold
+    assert list(answer["probs"].values()) == pytest.approx(probs.tolist(), abs=1e-4)
+
+
+# --- round trips ---
+
+@pytest.mark.ray
+def test_raw_body_matches_local_predict(client, planet_export, predictor):
+    path = planet_export[1][0]
+    r = _post_image(client, path.read_bytes())
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert set(answer) == {"tags", "probs", "threshold"}
+    assert list(answer["probs"]) == predictor.classes
+    _assert_matches(answer, predictor.predict(path))
+
+
+@pytest.mark.ray
+def test_png_and_octet_stream(client, predictor):
+    img = Image.new("RGB", (50, 40), (120, 90, 30))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    for ctype in ("image/png", "application/octet-stream"):
+        r = _post_image(client, buf.getvalue(), ctype)
+        assert r.status_code == 200, r.text
+        _assert_matches(r.json(), predictor.predict(img))
+
+
+@pytest.mark.ray
+def test_multipart_any_field_name(client, planet_export, predictor):
+    path = planet_export[1][1]
+    r = client.post("/planet", files={"whatever": (path.name, path.read_bytes(), "image/jpeg")},
+                    data={"note": "a text field first"})
+    assert r.status_code == 200, r.text
+    _assert_matches(r.json(), predictor.predict(path))
+
+
+@pytest.mark.ray
+def test_concurrent_requests_are_batched_in_order(server, planet_export, predictor):
+    paths = planet_export[1]
+
+    async def send():
+        async with httpx.AsyncClient(base_url=server, timeout=60, trust_env=False) as c:
+            return await asyncio.gather(*(c.post("/planet", content=p.read_bytes(),
+                                                 headers={"content-type": "image/jpeg"}) for p in paths))
+
+    for path, r in zip(paths, asyncio.run(send())):
+        assert r.status_code == 200, r.text
+        _assert_matches(r.json(), predictor.predict(path))
+
+
+@pytest.mark.ray
+def test_threshold_override(client, planet_export, predictor):
+    body = planet_export[1][0].read_bytes()
+    assert _post_image(client, body, threshold=0).json()["tags"] == predictor.classes
+    assert _post_image(client, body, threshold=1).json()["tags"] == []
+    probs = _post_image(client, body).json()["probs"]
+    mid = sorted(probs.values())[len(probs) // 2]
+    answer = _post_image(client, body, threshold=mid).json()
+    assert answer["threshold"] == mid
+    assert answer["tags"] == [c for c, p in probs.items() if p > mid]
+
+
+# --- every client mistake is a 4xx JSON answer naming the problem ---
+
+_JPEG_HALF = "truncated"
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("body, ctype, params, status, error, names", [
+    (b"", "image/jpeg", {}, 400, "bad_image", "empty"),
+    (bytes(range(256)) * 8, "image/jpeg", {}, 400, "bad_image", "not a readable image"),
+    (_JPEG_HALF, "image/jpeg", {}, 400, "bad_image", "truncated"),
+    (_png_declaring(30000, 30000), "image/png", {}, 400, "bad_image", "pixels"),  # PIL's own bomb check
+    (_png_declaring(8000, 6000), "image/png", {}, 400, "bad_image", "declares 8000x6000 pixels"),  # ours
+    (_png_declaring(0, 10), "image/png", {}, 400, "bad_image", "not a readable image"),
+    (_png(), "text/plain", {}, 415, "unsupported_media_type", "text/plain"),
+    (_png(), None, {}, 415, "unsupported_media_type", "no Content-Type"),
+    (b"\0" * (MAX_BODY + 1), "image/jpeg", {}, 413, "payload_too_large", str(MAX_BODY)),
+    (_png(), "image/png", {"threshold": "1.5"}, 422, "invalid_query", "threshold"),
+    (_png(), "image/png", {"threshold": "-0.1"}, 422, "invalid_query", "threshold"),
+    (_png(), "image/png", {"threshold": "abc"}, 422, "invalid_query", "threshold"),
+    (_png(), "image/png", {"threshold": "nan"}, 422, "invalid_query", "threshold"),
+    (_png(), "multipart/form-data", {}, 400, "bad_multipart", "boundary"),
+], ids=["empty", "random", "truncated-jpeg", "30000x30000-png", "8000x6000-png", "zero-width-png", "text-plain", "no-type",
+        "over-limit", "threshold-1.5", "threshold-neg", "threshold-abc", "threshold-nan", "multipart-no-boundary"])
+def test_bad_requests(client, planet_export, body, ctype, params, status, error, names):
+    if body is _JPEG_HALF:
+        jpeg = planet_export[1][0].read_bytes()
+        body = jpeg[: len(jpeg) // 2]
+    headers = {} if ctype is None else {"content-type": ctype}
+    r = client.post("/planet", content=body, headers=headers, params=params)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/json"
+    answer = r.json()
+    assert answer["error"] == error and names in answer["detail"], answer
+
+
+@pytest.mark.ray
+def test_body_over_limit_without_content_length(client):
+    def chunks():  # a generator body is sent chunked: the limit must be counted while reading
+        for _ in range(MAX_BODY // 10_000 + 2):
+            yield b"\0" * 10_000
+
+    r = client.post("/planet", content=chunks(), headers={"content-type": "image/jpeg"})
+    assert r.status_code == 413 and r.json()["error"] == "payload_too_large"
+
+
+@pytest.mark.ray
+def test_multipart_without_file(client):
+    r = client.post("/planet", files={"note": (None, "just text")})
+    assert r.status_code == 400 and "no file" in r.json()["detail"]
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("method, path, status, error", [
+    ("GET", "/nope", 404, "not_found"), ("POST", "/nope/deeper", 404, "not_found"),
+    ("GET", "/planet", 405, "method_not_allowed")])
+def test_unknown_routes(client, method, path, status, error):
+    r = client.request(method, path)
+    assert r.status_code == status and r.json()["error"] == error and path in r.json()["detail"]
+
+
+# --- health and metadata ---
+
+@pytest.mark.ray
+def test_healthz_and_models(client, predictor):
+    assert client.get("/healthz").json() == {"status": "ok", "models": ["planet"]}
+    (info,) = client.get("/models").json()["models"]
+    meta = predictor.data.meta
+    assert info["task"] == "planet" and info["kind"] == "multi_category" and info["arch"] == "resnet18"
+    assert info["classes"] == predictor.classes and info["size"] == 32 and info["threshold"] == 0.2
+    assert info["exported_at"] == meta["exported_at"] and info["metrics"] == meta["metrics"]
+
+
+# --- the client ---
+
+@pytest.mark.ray
+def test_predict_files(server, planet_export, predictor, tmp_path, capsys):
+    from raylessons.client import main, predict_files
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    paths = [*planet_export[1][:2], bad, tmp_path / "missing.jpg"]
+    rows = predict_files("planet", server, paths)
+    assert [r["file"] for r in rows] == [str(p) for p in paths]
+    for path, row in zip(paths[:2], rows):
+        assert row["tags"] == predictor.predict(path)[0]
+    assert rows[2]["status"] == 400 and rows[2]["error"] == "bad_image"
+    assert rows[3]["error"] == "unreadable_file"
+    assert main(["--url", server, "--threshold", "0", *map(str, paths[:2])]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["tags"] for row in lines] == [predictor.classes] * 2
+
+
+def test_client_unreachable_server(tmp_path, capsys):
+    from raylessons.client import ServerUnreachable, main, predict_files
+
+    img = tmp_path / "a.png"
+    img.write_bytes(_png())
+    url = f"http://127.0.0.1:{_free_port()}"
+    with pytest.raises(ServerUnreachable, match="cannot reach"):
+        predict_files("planet", url, [img], timeout=5)
+    assert main(["--url", url, str(img)]) == 2
+    assert "cannot reach" in capsys.readouterr().err
+
+
+# --- the builder (no Ray session needed: binding only reads meta.json) ---
+
+def test_build_app_validates_exports(planet_export, tmp_path):
+    from raylessons.data.imageio import MAX_PIXELS
+    from raylessons.serving.app import MAX_PIXELS as APP_MAX_PIXELS
+    from raylessons.serving.app import build_app, resolve_export
+
+    assert APP_MAX_PIXELS == MAX_PIXELS  # repeated in app.py so that the ingress never imports torch
+
+    export = planet_export[0]
+    assert build_app({"exports": json.dumps({"planet": str(export)})}) is not None  # the `serve run` form
+    with pytest.raises(ConfigError, match="unknown task 'pets'; known tasks: .*planet"):
+        build_app({"exports": {"pets": str(export)}})
+    with pytest.raises(ConfigError, match="no exports"):
+        build_app({"exports": {}})
+    with pytest.raises(ConfigError, match="JSON object"):
+        build_app({"exports": "planet=/x"})
+    with pytest.raises(DataError, match="meta.json missing"):
+        build_app({"exports": {"planet": str(tmp_path)}})
+    points = tmp_path / "points"
+    points.mkdir()
+    (points / "meta.json").write_text(json.dumps({"model": {}, "label_kind": "points"}))
+    with pytest.raises(ConfigError, match="holds a 'points' model; task 'planet' needs 'multi_category'"):
+        build_app({"exports": {"planet": str(points)}})
+    # export_root: relative paths start there; nothing may escape it
+    root = export.parent
+    assert build_app({"exports": {"planet": export.name}, "export_root": str(root)}) is not None
+    with pytest.raises(ConfigError, match="outside export_root"):
+        build_app({"exports": {"planet": f"../{root.name}/{export.name}"}, "export_root": str(export)})
+    with pytest.raises(ConfigError, match="outside export_root"):
+        resolve_export("planet", "/etc", str(root))
+
+
+# --- the HTTP helpers, without Ray ---
+
+def test_content_type_and_length_checks():
+    assert http.check_content_type({"content-type": "Image/JPEG; q=1"}) == "image/jpeg"
+    assert http.check_content_type({"content-type": "multipart/form-data; boundary=x"}) == http.MULTIPART
+    with pytest.raises(http.ApiError) as e:
+        http.check_content_type({"content-type": "text/plain"})
+    assert e.value.status == 415 and "text/plain" in e.value.detail
+    assert http.check_content_length({}, 10) is None
+    assert http.check_content_length({"content-length": "10"}, 10) == 10
+    for raw, status in (("11", 413), ("-1", 400), ("ten", 400)):
+        with pytest.raises(http.ApiError) as e:
+            http.check_content_length({"content-length": raw}, 10)
+        assert e.value.status == status
+
+
+def test_read_limited_counts_while_reading():
+    async def chunks(n):
+        for _ in range(n):
+            yield b"abcd"
+
+    assert asyncio.run(http.read_limited(chunks(3), 12)) == b"abcd" * 3
+    with pytest.raises(http.ApiError, match="413 payload_too_large"):
+        asyncio.run(http.read_limited(chunks(4), 12))
+
+
+def test_first_file_of_multipart():
+    req = httpx.Request("POST", "http://x/", files={"a": (None, "text"), "img": ("i.png", b"PNGDATA"),
+                                                     "b": ("j.png", b"SECOND")})
+    body, ctype = req.read(), req.headers["content-type"]
+    assert asyncio.run(http.first_file(body, ctype)) == b"PNGDATA"
+    only_text = httpx.Request("POST", "http://x/", files={"a": (None, "text")})
+    with pytest.raises(http.ApiError, match="no file part"):
+        asyncio.run(http.first_file(only_text.read(), only_text.headers["content-type"]))
+    with pytest.raises(http.ApiError, match="malformed"):
+        asyncio.run(http.first_file(b"junk", "multipart/form-data"))
+
+
+def test_api_error_survives_pickling():
+    err = pickle.loads(pickle.dumps(http.ApiError(400, "bad_image", "broken")))  # replicas return these
+    assert (err.status, err.error, err.detail) == (400, "bad_image", "broken")
+
+
+def test_error_handlers_without_ray():
+    app = FastAPI()
+    http.install_error_handlers(app)
+
+    @app.post("/echo")
+    async def echo(request: Request, threshold: float | None = Query(None, ge=0, le=1)):
+        return {"n": len(await http.read_image_body(request, 100)), "threshold": threshold}
+
+    cases = [(dict(content=b"x" * 100, headers={"content-type": "image/png"}), 200, None),
+             (dict(content=b"x" * 101, headers={"content-type": "image/png"}), 413, "payload_too_large"),
+             (dict(content=b"x", headers={"content-type": "text/csv"}), 415, "unsupported_media_type"),
+             (dict(content=b"", headers={"content-type": "image/png"}), 400, "bad_image"),
+             (dict(content=b"x", headers={"content-type": "image/png"}, params={"threshold": 2}), 422,
+              "invalid_query")]
+
+    async def run():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+            for kwargs, status, error in cases:
+                r = await c.post("/echo", **kwargs)
+                assert r.status_code == status, r.text
+                assert r.json().get("error") == error and (error is None or r.json()["detail"])
+            assert (await c.get("/missing")).json() == {"error": "not_found", "detail": "no route GET /missing"}
+            r = await c.get("/echo")
+            assert r.status_code == 405 and "use POST" in r.json()["detail"]
+
+    asyncio.run(run())
