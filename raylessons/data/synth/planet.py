@@ -108,16 +108,16 @@ def _road(d, rng, u, size) -> None:
 
 def _water(d, rng, u, size) -> None:
     """A blue meandering river or a lake."""
-    colour = _jitter(rng, (45, 90, 135), 10)
+    colour = _jitter(rng, (40, 85, 150), 10)
     if rng.random() < 0.6:
         a = rng.uniform(0, 2 * math.pi)
         start = (size / 2 - 0.7 * size * math.cos(a), size / 2 - 0.7 * size * math.sin(a))
         pts = _walk(rng, start, a, 14, 22 * u, 0.5)
-        d.line(pts, fill=colour, width=_width(rng.uniform(8, 18), u), joint="curve")
+        d.line(pts, fill=colour, width=_width(rng.uniform(10, 20), u), joint="curve")
     else:
         for _ in range(rng.integers(1, 3)):
             cx, cy = rng.uniform(0, size, 2)
-            d.polygon(_blob(rng, cx, cy, rng.uniform(20, 45) * u, 9), fill=colour)
+            d.polygon(_blob(rng, cx, cy, rng.uniform(24, 48) * u, 9), fill=colour)
 
 
 def _cultivation(d, rng, u, size) -> None:
@@ -125,7 +125,7 @@ def _cultivation(d, rng, u, size) -> None:
     cx, cy = rng.uniform(0.2, 0.8, 2) * size
     for _ in range(rng.integers(4, 9)):
         x, y = cx + rng.normal(0, 28 * u), cy + rng.normal(0, 28 * u)
-        d.polygon(_blob(rng, x, y, rng.uniform(9, 17) * u, 6), fill=_jitter(rng, (135, 95, 60), 12))
+        d.polygon(_blob(rng, x, y, rng.uniform(10, 18) * u, 6), fill=_jitter(rng, (150, 100, 60), 12))
 
 
 def _habitation(d, rng, u, size) -> None:
@@ -133,9 +133,9 @@ def _habitation(d, rng, u, size) -> None:
     for _ in range(rng.integers(1, 3)):
         cx, cy = rng.uniform(0.1, 0.9, 2) * size
         d.polygon(_blob(rng, cx, cy, 30 * u, 8), fill=_jitter(rng, (150, 145, 130), 8))
-        for _ in range(rng.integers(8, 20)):
+        for _ in range(rng.integers(10, 22)):
             x, y = cx + rng.normal(0, 14 * u), cy + rng.normal(0, 14 * u)
-            s = rng.uniform(5, 9) * u / 2
+            s = rng.uniform(6, 10) * u / 2
             d.rectangle((x - s, y - s, x + s, y + s), fill=_jitter(rng, (225, 225, 220), 12))
 
 
