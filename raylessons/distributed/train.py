@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError, RaylessonsError
+from ..errors import RaylessonsError
 from ..plan import next_position, parse_plan, plan_to_data, run_plan
 from ..tasks import get_task
 
@@ -131,8 +131,7 @@ def fit_plan(run: TrainRun) -> dict:
 
     task = get_task(run.task)
     cfg = task.Config(**run.task_config)
-    n_groups = 3  # checked again in the workers against the real model
-    parse_plan(run.plan, None)
+    parse_plan(run.plan, None)  # layer-group bounds are checked again in the workers, on the real model
     task.build_source(cfg)  # bad CSVs, missing files, empty cells: fail here, before any worker starts
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS", "local"))

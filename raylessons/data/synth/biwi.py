@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from raylessons.data.biwi import convert_biwi
+from . import add_size_arguments
 
 __all__ = ["synth", "add_cli_arguments", "REAL_SIZE", "REAL_K", "scaled_k", "SUBJECTS"]
 
@@ -221,22 +222,9 @@ def synth(out: Path, *, persons: int = 24, frames: int = 20, size: tuple[int, in
     return out
 
 
-class _SizePart(argparse.Action):
-    """Store --height / --width into the `size` tuple that synth() takes."""
-
-    def __call__(self, parser, namespace, value, option_string=None):
-        size = list(getattr(namespace, "size"))
-        size[0 if option_string == "--height" else 1] = value
-        setattr(namespace, "size", tuple(size))
-
-
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     """Add --persons --frames --height --width --seed; the namespace holds synth()'s keyword names."""
     parser.add_argument("--persons", type=int, default=24, help="person folders 01..N (max 24)")
     parser.add_argument("--frames", type=int, default=20, help="frames per person folder")
-    parser.add_argument("--height", type=int, dest="size", action=_SizePart, default=argparse.SUPPRESS,
-                        help="image height in pixels (real frames: 480)")
-    parser.add_argument("--width", type=int, dest="size", action=_SizePart, default=argparse.SUPPRESS,
-                        help="image width in pixels (real frames: 640)")
+    add_size_arguments(parser, (120, 160), (480, 640))
     parser.add_argument("--seed", type=int, default=0)
-    parser.set_defaults(size=(120, 160))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from . import add_size_arguments
 
 __all__ = ["CODES", "VOID", "synth", "add_cli_arguments"]
 
@@ -240,23 +241,10 @@ def synth(out: Path, *, n: int = 120, size: tuple[int, int] = (96, 128), seed: i
     return out
 
 
-class _SizePart(argparse.Action):
-    """Store --height / --width into the `size` tuple that synth() takes."""
-
-    def __call__(self, parser, namespace, value, option_string=None):
-        size = list(getattr(namespace, "size"))
-        size[0 if option_string == "--height" else 1] = value
-        setattr(namespace, "size", tuple(size))
-
-
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     """Add --n --height --width --seed --valid-pct; the namespace holds synth()'s keyword names."""
     parser.add_argument("--n", type=int, default=120, help="number of frames")
-    parser.add_argument("--height", type=int, dest="size", action=_SizePart, default=argparse.SUPPRESS,
-                        help="image height (real: 720; the lesson trains at 360)")
-    parser.add_argument("--width", type=int, dest="size", action=_SizePart, default=argparse.SUPPRESS,
-                        help="image width (real: 960; the lesson trains at 480)")
+    add_size_arguments(parser, (96, 128), (720, 960), "; the lesson trains at 360x480")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--valid-pct", type=float, dest="valid_pct", default=0.2,
                         help="share of frames in valid.txt (all from sequence 0016E5)")
-    parser.set_defaults(size=(96, 128))
