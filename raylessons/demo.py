@@ -43,7 +43,8 @@ def demo_planet(out: Path, n: int | None = None) -> dict:
 
     _section("Planet: Ray Train (stage 1 frozen, stage 2 unfrozen with a slice)")
     plan = [{"freeze_to": -1, "epochs": p["stage1_epochs"], "max_lr": f"slice({lr})"},
-            {"unfreeze": True, "epochs": p["stage2_epochs"], "max_lr": f"slice({lr / 10}, {lr})"}]
+            # the lesson's rule after unfreezing: end below the stage-1 rate (lr/3 here), a decade lower at the start
+            {"unfreeze": True, "epochs": p["stage2_epochs"], "max_lr": f"slice({lr / 30:.3g}, {lr / 3:.3g})"}]
     print("plan:", plan)
     run_dir = out / "runs" / "demo-planet"
     shutil.rmtree(run_dir, ignore_errors=True)  # a finished run of the same name would just resume

@@ -133,10 +133,11 @@ def fit_plan(run: TrainRun) -> dict:
     cfg = task.Config(**run.task_config)
     parse_plan(run.plan, None)  # layer-group bounds are checked again in the workers, on the real model
     task.build_source(cfg)  # bad CSVs, missing files, empty cells: fail here, before any worker starts
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS", "local"))
-    # the controller polls workers every 2 s by default; per-epoch reports need less than that
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+    from .launch import init_ray
+
+    init_ray()
+    # the controller polls workers every 2 s by default and a report waits for that poll (P3)
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "1.0")
     cpus = run.cpus_per_worker or max(1.0, float(int(ray.cluster_resources().get("CPU", 1) // run.num_workers)))
     storage = Path(run.storage_path).expanduser().resolve()
     (storage / run.name).mkdir(parents=True, exist_ok=True)
