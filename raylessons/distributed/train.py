@@ -151,6 +151,8 @@ def fit_plan(run: TrainRun) -> dict:
                                                resources_per_worker={"CPU": cpus}),
         run_config=ray.train.RunConfig(
             name=run.name, storage_path=str(storage),
+            # every OpenMP user in the worker agrees with torch's thread count (Ray exports 1)
+            worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(config["threads"])}},
             failure_config=ray.train.FailureConfig(max_failures=run.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=run.num_to_keep)))
     try:
