@@ -168,3 +168,34 @@ def test_progressive_resizing_keeps_weights(data):
     assert torch.equal(learn.model[0][0].weight, w)
     learn.fit(1, 1e-3)
     assert learn.data.one_batch()[0].shape[-1] == 48 and not torch.equal(learn.model[0][0].weight, w)
+
+
+def test_pretrained_weights_file_loads_and_freezes(data, tmp_path):
+    import torchvision
+
+    from raylessons.vision_learner import cnn_learner
+
+    torch.manual_seed(1)
+    body = torchvision.models.resnet18(weights=None)
+    torch.save(body.state_dict(), tmp_path / "resnet18-local.pth")
+    learn = cnn_learner(data[0], "resnet18", pretrained=str(tmp_path / "resnet18-local.pth"))
+    assert torch.equal(learn.model[0][0].weight, body.conv1.weight)
+    assert torch.equal(learn.model[0][7][1].conv2.weight, body.layer4[1].conv2.weight)
+    assert learn.trainable_counts() == FROZEN_BN_ONLY  # frozen on creation when pretrained
+
+
+def test_pretrained_true_offline_is_a_clear_error(data, monkeypatch, tmp_path):
+    import urllib.error
+
+    import torchvision.models._api as tv_api
+
+    from raylessons.errors import DownloadError
+    from raylessons.vision_learner import cnn_learner
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no cached weights
+    monkeypatch.setattr(tv_api, "load_state_dict_from_url", offline)  # what torchvision fetches with
+    with pytest.raises(DownloadError, match=r"ImageNet weights for resnet34.*offline.*resnet34-.*\.pth"):
+        cnn_learner(data[0], "resnet34", pretrained=True)
