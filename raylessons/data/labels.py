@@ -31,7 +31,12 @@ class Label:
         return self.raw[i]
 
     def pipeline_target(self, i: int):
+        """The raw spatial target that moves with the image (masks, points); None for the rest."""
         return None
+
+    def finalize(self, transformed, out_size):
+        """The training target from a transformed spatial target (spatial label kinds override this)."""
+        raise NotImplementedError(f"{type(self).__name__} has no spatial target")
 
     def loss_func(self):
         raise NotImplementedError
