@@ -10,11 +10,11 @@ from .data.bunch import DeviceBatch
 from .data.imageio import open_image, pil_to_tensor
 from .data.transforms import Pipeline
 from .errors import DataError
+from .limits import DEFAULT_THRESHOLD
 from .metrics import BCEWithLogitsFlat, CrossEntropyFlat, MSELossFlat
 
 __all__ = ["InferenceData", "Predictor", "activation", "DEFAULT_THRESHOLD"]
 
-DEFAULT_THRESHOLD = 0.2  # the lesson's multi-label threshold
 
 _LOSSES = {"multi_category": BCEWithLogitsFlat, "category": CrossEntropyFlat,
            "segmentation": lambda: CrossEntropyFlat(axis=1), "points": MSELossFlat, "float": MSELossFlat}

@@ -265,7 +265,7 @@ def test_build_app_validates_exports(planet_export, tmp_path):
     from raylessons.serving.app import MAX_PIXELS as APP_MAX_PIXELS
     from raylessons.serving.app import build_app, resolve_export
 
-    assert APP_MAX_PIXELS == MAX_PIXELS  # repeated in app.py so that the ingress never imports torch
+    assert APP_MAX_PIXELS is MAX_PIXELS  # one constant, from the torch-free raylessons.limits
 
     export = planet_export[0]
     assert build_app({"exports": json.dumps({"planet": str(export)})}) is not None  # the `serve run` form

@@ -10,11 +10,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
+from ..limits import MAX_PIXELS
 
 __all__ = ["open_image", "open_mask", "decode_image_bytes", "pil_to_tensor", "MAX_PIXELS"]
 
-# larger than any lesson image (CamVid 960x720) by far, small enough that decoding cannot exhaust memory
-MAX_PIXELS = 40_000_000
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:

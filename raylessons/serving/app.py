@@ -23,6 +23,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from ..errors import ConfigError, DataError
+from ..limits import DEFAULT_THRESHOLD, MAX_PIXELS  # torch-free: the ingress never imports torch
 from . import http
 
 __all__ = ["AppArgs", "ModelConfig", "Route", "ROUTES", "ANSWERS", "ImageModel", "Ingress", "build_app",
@@ -30,8 +31,6 @@ __all__ = ["AppArgs", "ModelConfig", "Route", "ROUTES", "ANSWERS", "ImageModel",
 
 log = logging.getLogger("ray.serve")
 
-# imageio.MAX_PIXELS, repeated so that the ingress process never imports torch
-MAX_PIXELS = 40_000_000
 
 
 class ModelConfig(BaseModel):
@@ -215,7 +214,7 @@ def _summary(task: str, meta: dict) -> dict:
     """What GET /models shows of one export."""
     keys = ("arch", "classes", "size", "metrics", "exported_at")
     return {"task": task, "kind": meta["label_kind"], **{k: meta.get(k) for k in keys},
-            "threshold": meta.get("threshold", 0.2)}
+            "threshold": meta.get("threshold", DEFAULT_THRESHOLD)}
 
 
 def build_app(args: AppArgs) -> Application:
