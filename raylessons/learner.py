@@ -53,7 +53,7 @@ class Learner:
         self.training, self.epoch, self.n_epochs = False, 0, 0
         self.last_validation = None
         self.current_lrs, self.current_mom = np.zeros(len(self.layer_groups)), 0.9
-        self._fwd_model, self._fwd_key, self._extra_cbs = None, None, []
+        self._fwd_model, self._fwd_key, self._extra_cbs, self._active_cbs = None, None, [], []
         self._scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
 
     # ----- layer groups and freezing
@@ -111,7 +111,7 @@ class Learner:
 
     # ----- the loop
     def __call__(self, event: str) -> None:
-        for cb in sorted(self.callbacks + self._extra_cbs, key=lambda c: c.order):
+        for cb in self._active_cbs:
             cb(event, self)
 
     def fit(self, epochs: int, lr=DEFAULT_LR, wd: float | None = None,
@@ -122,6 +122,8 @@ class Learner:
             self.create_opt(lrs, wd)
         self.set_hypers(lrs)
         self._extra_cbs, self.n_epochs = list(callbacks), epochs
+        # sorted once per fit: the events fire several times per batch
+        self._active_cbs = sorted(self.callbacks + self._extra_cbs, key=lambda c: c.order)
         self._fwd_model = self._forward_model()
         try:
             self("before_fit")
