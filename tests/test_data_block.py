@@ -157,3 +157,11 @@ def test_missing_csv_and_folder(tmp_path):
         ImageList.from_csv(tmp_path, "nope.csv")
     with pytest.raises(DataError, match="folder not found"):
         ItemList.from_folder(tmp_path / "none")
+
+
+def test_label_from_func_returning_paths_needs_a_label_kind(planet_dir):
+    from raylessons.errors import ConfigError
+
+    split = planet_src(planet_dir).split_by_rand_pct(0.2, seed=0)
+    with pytest.raises(ConfigError, match="returned file paths; pass label_cls="):
+        split.label_from_func(lambda p: p.with_suffix(".png"))

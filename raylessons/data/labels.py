@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..metrics import BCEWithLogitsFlat, CrossEntropyFlat, MSELossFlat
 
 __all__ = ["ItemLists", "LabelLists", "Label", "MultiCategoryLabel", "CategoryLabel"]
@@ -164,13 +164,9 @@ def _infer_label_cls(sample: list, classes) -> type[Label]:
         return MultiCategoryLabel
     if isinstance(first, str):
         return CategoryLabel
-    try:
-        from .vision import LABEL_FROM_PATH
-
-        if isinstance(first, Path):
-            return LABEL_FROM_PATH
-    except ImportError:
-        pass
+    if isinstance(first, Path):
+        raise ConfigError("label_from_func returned file paths; pass label_cls= one of "
+                          f"{sorted(LABEL_KINDS)} (paths are not labels of those kinds)")
     return FloatLabel
 
 
