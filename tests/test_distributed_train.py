@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from raylessons.distributed.train import TrainRun, fit_plan
-from raylessons.errors import ConfigError, RaylessonsError
+from raylessons.errors import ConfigError, DataError, RaylessonsError
 from raylessons.learner_io import load_learner
 
 pytestmark = pytest.mark.ray
@@ -98,5 +98,5 @@ def test_bad_plan_and_data_fail_before_workers_start(ray_session, planet_dir, tm
         fit_plan(bad)
     missing = TrainRun(task="planet", plan=PLAN, task_config={**task_config(planet_dir), "csv": "nope.csv"},
                        storage_path=str(tmp_path))
-    with pytest.raises(Exception, match="nope.csv"):
+    with pytest.raises(DataError, match="nope.csv.*CSV file not found"):
         fit_plan(missing)

@@ -131,7 +131,7 @@ def fit_plan(run: TrainRun) -> dict:
 
     task = get_task(run.task)
     cfg = task.Config(**run.task_config)
-    parse_plan(run.plan, None)  # layer-group bounds are checked again in the workers, on the real model
+    stages = parse_plan(run.plan, None)  # layer-group bounds are checked again in the workers, on the real model
     task.build_source(cfg)  # bad CSVs, missing files, empty cells: fail here, before any worker starts
     from .launch import init_ray
 
@@ -141,8 +141,8 @@ def fit_plan(run: TrainRun) -> dict:
     cpus = run.cpus_per_worker or max(1.0, float(int(ray.cluster_resources().get("CPU", 1) // run.num_workers)))
     storage = Path(run.storage_path).expanduser().resolve()
     (storage / run.name).mkdir(parents=True, exist_ok=True)
-    (storage / run.name / "run.json").write_text(json.dumps({**asdict(run), "plan": plan_to_data(
-        parse_plan(run.plan, None))}, indent=2))
+    (storage / run.name / "run.json").write_text(json.dumps({**asdict(run), "plan": plan_to_data(stages)},
+                                                            indent=2))
     config = {"task": run.task, "task_config": asdict(cfg), "plan": run.plan, "seed": run.seed,
               "threads": worker_threads(cpus)}
     trainer = TorchTrainer(
