@@ -73,10 +73,16 @@ class CrossEntropyFlat(nn.CrossEntropyLoss):
 
 
 class MSELossFlat(nn.MSELoss):
-    """Mean squared error over flattened float predictions and targets."""
+    """Mean squared error over flattened float predictions and targets; NaN targets (dropped points) are skipped."""
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        return super().forward(input.reshape(-1), target.reshape(-1).float())
+        input, target = input.reshape(-1), target.reshape(-1).to(input.dtype)
+        present = ~torch.isnan(target)
+        if bool(present.all()):
+            return super().forward(input, target)
+        if not bool(present.any()):
+            return (input * 0).sum()  # nothing to learn from, but keep the graph for backward
+        return super().forward(input[present], target[present])
 
 
 def metric_name(metric) -> str:

@@ -11,7 +11,8 @@ import pandas as pd
 
 from ..errors import DataError
 
-__all__ = ["ItemList", "ImageList", "ItemLists", "LabelLists", "IMAGE_EXTENSIONS"]
+__all__ = ["ItemList", "ImageList", "ItemLists", "LabelLists", "SegmentationItemList", "PointsItemList",
+           "IMAGE_EXTENSIONS"]
 
 log = logging.getLogger("raylessons")
 
@@ -20,6 +21,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 
 class ItemList:
     """A list of items (file paths) rooted at `path`; the start of every chain."""
+
+    _label_cls = None  # the label kind `label_from_func` makes by default (None: inferred from the values)
 
     def __init__(self, items: Sequence, path: str | Path = ".", df: pd.DataFrame | None = None,
                  on_bad_item: str = "raise"):
@@ -191,3 +194,4 @@ def _column(df: pd.DataFrame, col, where) -> str:
 
 
 from .labels import ItemLists, LabelLists  # noqa: E402  (the chain continues there)
+from .vision import PointsItemList, SegmentationItemList  # noqa: E402,F401  (registers the spatial label kinds)

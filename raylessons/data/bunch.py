@@ -1,6 +1,7 @@
 """DataBunch: datasets + DataLoaders + normalisation; what a Learner trains on."""
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -31,8 +32,14 @@ class LabelledDataset(Dataset):
         if self.label.target_kind == "none":
             xt, _ = self.pipeline(x)
             return xt, self.label.target(i)
-        xt, yt = self.pipeline(x, self.label.pipeline_target(i))
+        xt, yt = self.pipeline(x, self.label.pipeline_target(i, tuple(x.shape[-2:])))
         return xt, self.label.finalize(yt, tuple(xt.shape[-2:]))
+
+
+def _with(label, **attrs):
+    new = copy.copy(label)
+    new.__dict__.update(attrs)
+    return new
 
 
 class ShardSampler(Sampler):
@@ -91,14 +98,21 @@ class DataBunch(DeviceBatch):
         """Build datasets from a transformed LabelLists."""
         train_tfms, valid_tfms = src.tfms
         extra = dict(src.tfm_kwargs)
-
-        kind = src.train_label.target_kind
+        train_label, valid_label, kind = src.train_label, src.valid_label, src.train_label.target_kind
+        if kind == "mask":
+            extra.setdefault("mask_fill", train_label.default_mask_fill())
+        if kind == "points":
+            # the label applies the remove_out policy (dropped -> NaN) so that every target keeps K rows
+            remove_out = bool(extra.pop("remove_out", True))
+            train_label, valid_label = (_with(train_label, remove_out=remove_out),
+                                        _with(valid_label, remove_out=remove_out))
+            extra["remove_out"] = False
 
         def pipe(tfms, train):
             return Pipeline(list(tfms or []), size=src.size, train=train, target_kind=kind, **extra)
 
-        train_ds = LabelledDataset(src.train.items, src.train_label, pipe(train_tfms, True))
-        valid_ds = LabelledDataset(src.valid.items, src.valid_label, pipe(valid_tfms, False))
+        train_ds = LabelledDataset(src.train.items, train_label, pipe(train_tfms, True))
+        valid_ds = LabelledDataset(src.valid.items, valid_label, pipe(valid_tfms, False))
         test_pipe = Pipeline(list(valid_tfms or []), size=src.size, train=False)
         test_ds = None if src.test is None else LabelledDataset(src.test.items, None, test_pipe)
         data = cls(train_ds, valid_ds, test_ds, bs=bs, val_bs=val_bs, num_workers=num_workers,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+from ..errors import ConfigError
 from .block import ImageList, ItemList
 
 __all__ = ["LabelLists"]
@@ -17,7 +18,7 @@ class LabelLists:
         self.train, self.valid = item_lists.train, item_lists.valid
         self.train_label, self.valid_label = train_label, valid_label
         self.test = None
-        self.tfms, self.size, self.tfm_y, self.tfm_kwargs = ([], []), None, False, {}
+        self.tfms, self.size, self.tfm_y, self.tfm_kwargs = ([], []), None, None, {}
 
     def __repr__(self) -> str:
         return (f"LabelLists({self.train_label.kind}, train={len(self.train)}, valid={len(self.valid)}, "
@@ -37,8 +38,21 @@ class LabelLists:
         self.test = ItemList(list(items), path=self.path)
         return self
 
-    def transform(self, tfms=None, size=None, tfm_y: bool = False, **kwargs) -> "LabelLists":
-        """A copy of these lists with (train, valid) augmentations and a target size."""
+    def transform(self, tfms=None, size=None, tfm_y: bool | None = None, **kwargs) -> "LabelLists":
+        """A copy of these lists with (train, valid) augmentations and a target size.
+
+        Spatial targets (masks, points) always move with their image (fastai's `tfm_y=True`); asking for
+        `tfm_y=False` on them is an error, since the targets would silently stop matching the images.
+        Extra keywords go to the pipeline: `mask_fill` (masks; default Void), `remove_out` (points).
+        """
+        if tfm_y is False and self.train_label.target_kind != "none":
+            raise ConfigError(f"{self.train_label.kind} targets must be transformed with their images; "
+                              "drop tfm_y=False (or pass tfm_y=True)")
+        allowed = {"mask": {"mask_fill"}, "points": {"remove_out"}}.get(self.train_label.target_kind, set())
+        unknown = sorted(set(kwargs) - allowed)
+        if unknown:
+            raise ConfigError(f"transform() got unexpected options {unknown} for {self.train_label.kind} "
+                              f"labels; allowed: {sorted(allowed) or 'none'}")
         new = copy.copy(self)
         new.tfms = tuple(tfms) if tfms is not None else ([], [])
         new.size, new.tfm_y, new.tfm_kwargs = size, tfm_y, kwargs

@@ -30,7 +30,7 @@ class Label:
     def target(self, i: int, out_size=None):
         return self.raw[i]
 
-    def pipeline_target(self, i: int):
+    def pipeline_target(self, i: int, image_hw: tuple[int, int] | None = None):
         """The raw spatial target that moves with the image (masks, points); None for the rest."""
         return None
 
@@ -126,12 +126,17 @@ class ItemLists:
         """Labels computed from each item by `func`; the kind follows the results (or `label_cls`)."""
         raws = [[func(o) for o in part.items] for part in (self.train, self.valid)]
         if label_cls is None:
-            label_cls = _infer_label_cls(raws[0] or raws[1], classes)
+            label_cls = getattr(self.train, "_label_cls", None) or _infer_label_cls(raws[0] or raws[1], classes)
         elif isinstance(label_cls, str):
+            if label_cls not in LABEL_KINDS:
+                raise ConfigError(f"unknown label kind {label_cls!r}; choose one of {sorted(LABEL_KINDS)}")
             label_cls = LABEL_KINDS[label_cls]
         multi = label_cls is MultiCategoryLabel
         if label_cls in (MultiCategoryLabel, CategoryLabel):
             return self._labelled(label_cls, raws, classes, multi=multi)
+        if label_cls.target_kind != "none":  # spatial labels check their files/values against the items
+            return LabelLists(self, label_cls(raws[0], classes, items=self.train.items),
+                              label_cls(raws[1], classes, items=self.valid.items))
         return LabelLists(self, label_cls(raws[0], classes), label_cls(raws[1], classes))
 
     def label_from_folder(self, classes: list | None = None) -> "LabelLists":

@@ -7,6 +7,7 @@ from torch import nn
 from torchvision.models import resnet18, resnet34, resnet50
 
 from .cnn import create_cnn_model, resnet_split
+from .unet import create_unet_model, unet_split
 
 __all__ = ["resnet18", "resnet34", "resnet50", "build_model", "register_model"]
 
@@ -27,6 +28,13 @@ def _build_cnn(spec: dict):
     model = create_cnn_model(spec["arch"], spec["n_out"], pretrained=False, ps=spec.get("ps", 0.5),
                              lin_ftrs=spec.get("lin_ftrs"))
     return model, resnet_split
+
+
+@register_model("unet")
+def _build_unet(spec: dict):
+    model = create_unet_model(spec["arch"], spec["n_out"], pretrained=False, blur=spec.get("blur", False),
+                              blur_final=spec.get("blur_final", True))
+    return model, unet_split
 
 
 def build_model(spec: dict) -> tuple[nn.Module, Callable]:

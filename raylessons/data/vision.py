@@ -1,0 +1,164 @@
+"""Spatial targets: segmentation masks and points, the item lists that produce them, and how they draw.
+
+- `SegmentationItemList.from_folder(path/'images').split_by_fname_file('../valid.txt')
+  .label_from_func(get_y_fn, classes=codes)`: each label is a mask file whose pixel values are class ids.
+- `PointsItemList.from_folder(path).split_by_valid_func(...).label_from_func(get_ctr)`: each label is a
+  (K, 2) tensor of (row, col) pixel coordinates in the original image.
+
+Targets move with the image through every transform (`Pipeline` with target_kind "mask"/"points").
+Masks: areas a transform brings in from outside the source get `mask_fill` (Void when the codes have one,
+so the void-ignoring metric skips them). Points: the model's target is (row, col) scaled to [-1, 1]
+(`points_to_unit`). A point that an augmentation pushes out of the image is *dropped* by default
+(`transform(..., remove_out=True)`): its coordinates become NaN so batches keep their shape, and the
+points loss (`MSELossFlat`) skips NaN targets. `remove_out=False` keeps it, outside [-1, 1].
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from ..metrics import CrossEntropyFlat, MSELossFlat
+from .block import ImageList
+from .imageio import open_mask
+from .labels import LABEL_KINDS, Label
+from .transforms import points_from_unit, points_to_unit
+
+__all__ = ["SegmentationLabel", "PointsLabel", "SegmentationItemList", "PointsItemList", "read_codes"]
+
+
+def read_codes(path: str | Path) -> list[str]:
+    """Class names of a `codes.txt` (one per line, the lesson's `np.loadtxt(path/'codes.txt', dtype=str)`)."""
+    path = Path(path)
+    try:
+        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    except OSError as e:
+        raise DataError(f"cannot read the class codes: {e.strerror or e}", path) from None
+    if not names:
+        raise DataError("codes file lists no class names", path)
+    if len(set(names)) != len(names):
+        raise DataError("codes file repeats a class name", path)
+    return names
+
+
+class SegmentationLabel(Label):
+    """A class-index mask per image (a file path); cross-entropy over pixels; Void is `void_code`."""
+
+    kind = "segmentation"
+    target_kind = "mask"
+
+    def __init__(self, raw: Sequence, classes: Sequence[str] | None = None, items: Sequence | None = None):
+        if classes is None:
+            raise DataError("segmentation labels need classes=codes (the class names, in index order)")
+        super().__init__([Path(p) for p in raw], [str(c) for c in classes])
+        if items is not None:
+            missing = [(item, mask) for item, mask in zip(items, self.raw) if not mask.is_file()]
+            if missing:
+                item, mask = missing[0]
+                more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+                raise DataError(f"label file for image {Path(item).name} not found{more}", mask)
+        self.void_code = self.classes.index("Void") if "Void" in self.classes else None
+
+    @property
+    def c(self) -> int:
+        return len(self.classes)
+
+    def pipeline_target(self, i: int, image_hw: tuple[int, int] | None = None) -> torch.Tensor:
+        """The mask of item `i` (int64 (H, W)), checked against the codes and the image's size."""
+        mask = open_mask(self.raw[i], n_codes=len(self.classes))
+        if image_hw is not None and tuple(mask.shape) != tuple(image_hw):
+            raise DataError(f"mask is {mask.shape[0]}x{mask.shape[1]} (HxW) but its image is "
+                            f"{image_hw[0]}x{image_hw[1]}", self.raw[i])
+        return mask
+
+    def finalize(self, transformed: torch.Tensor, out_size) -> torch.Tensor:
+        return transformed.long()  # (H, W)
+
+    def default_mask_fill(self) -> int:
+        """What fills areas brought in from outside the source: Void when there is one."""
+        return self.void_code if self.void_code is not None else 0
+
+    def loss_func(self):
+        return CrossEntropyFlat(axis=1)
+
+    def export_meta(self) -> dict:
+        return {"void_code": self.void_code}
+
+    def show(self, ax, y: torch.Tensor, hw) -> None:
+        """Overlay the mask (Void transparent) on the image already drawn in `ax`."""
+        mask = np.ma.masked_equal(y.numpy(), -1 if self.void_code is None else self.void_code)
+        ax.imshow(mask, cmap="tab20", alpha=0.5, vmin=0, vmax=max(1, len(self.classes) - 1),
+                  interpolation="nearest")
+
+
+class PointsLabel(Label):
+    """K (row, col) points per image; the target is (K, 2) in [-1, 1]; MSE loss ignoring dropped points."""
+
+    kind = "points"
+    target_kind = "points"
+    remove_out = True
+
+    def __init__(self, raw: Sequence, classes=None, items: Sequence | None = None):
+        points = [_as_points(p, items[i] if items is not None else None) for i, p in enumerate(raw)]
+        counts = {len(p) for p in points}
+        if len(counts) > 1:
+            raise DataError(f"every item needs the same number of points; found counts {sorted(counts)}")
+        super().__init__(points, None)
+        self.n_points = counts.pop() if counts else 1
+
+    @property
+    def c(self) -> int:
+        return 2 * self.n_points  # the model predicts (row, col) per point
+
+    def pipeline_target(self, i: int, image_hw=None) -> torch.Tensor:
+        return self.raw[i]
+
+    def finalize(self, transformed: torch.Tensor, out_size) -> torch.Tensor:
+        unit = points_to_unit(transformed, tuple(out_size))  # (K, 2)
+        if self.remove_out:
+            outside = (unit.abs() > 1).any(dim=1)
+            unit[outside] = float("nan")
+        return unit
+
+    def loss_func(self):
+        return MSELossFlat()
+
+    def export_meta(self) -> dict:
+        return {"n_points": self.n_points}
+
+    def show(self, ax, y: torch.Tensor, hw) -> None:
+        """Draw the points (in pixels of the shown image) as red crosses."""
+        rc = points_from_unit(y.reshape(-1, 2), tuple(hw))
+        ax.scatter(rc[:, 1].numpy(), rc[:, 0].numpy(), s=60, c="red", marker="+", linewidths=2)
+
+
+def _as_points(value, item) -> torch.Tensor:
+    where = str(item) if item is not None else "label_from_func"
+    try:
+        pts = torch.as_tensor(np.asarray(value, dtype=np.float32))
+    except (TypeError, ValueError) as e:
+        raise DataError(f"points must be numbers, got {type(value).__name__} ({e})", where) from None
+    pts = pts.reshape(1, 2) if pts.shape == (2,) else pts
+    if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) == 0:
+        raise DataError(f"points must be a (K, 2) array of (row, col), got shape {tuple(pts.shape)}", where)
+    if not torch.isfinite(pts).all():
+        raise DataError(f"points must be finite, got {pts.tolist()}", where)
+    return pts
+
+
+LABEL_KINDS.update({"segmentation": SegmentationLabel, "points": PointsLabel})
+
+
+class SegmentationItemList(ImageList):
+    """Images whose labels are class-index masks (label with `label_from_func(get_y_fn, classes=codes)`)."""
+
+    _label_cls = SegmentationLabel
+
+
+class PointsItemList(ImageList):
+    """Images whose labels are points (label with `label_from_func(get_ctr)`)."""
+
+    _label_cls = PointsLabel
