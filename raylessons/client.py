@@ -11,10 +11,12 @@ import httpx
 
 from .errors import RaylessonsError
 
-__all__ = ["ServerUnreachable", "predict_files", "iter_predictions", "build_parser", "main", "DEFAULT_URL"]
+__all__ = ["ROUTE_PATHS", "ServerUnreachable", "predict_files", "iter_predictions", "build_parser", "main", "DEFAULT_URL"]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 _CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
+# task -> URL path (the Serve app's ROUTES; kept here so the client never imports Ray)
+ROUTE_PATHS = {"planet": "/planet", "camvid": "/camvid", "head_pose": "/headpose", "headpose": "/headpose"}
 
 
 class ServerUnreachable(RaylessonsError, ConnectionError):
@@ -39,15 +41,20 @@ def _answer(path: Path, r: httpx.Response) -> dict:
 
 
 def predict_files(task: str, url: str, paths: Iterable[str | Path], timeout: float = 60,
-                  threshold: float | None = None) -> list[dict]:
-    """POST each file to `url/task`; one dict per file, in order (an error dict for a rejected file)."""
-    return list(iter_predictions(task, url, paths, timeout, threshold))
+                  threshold: float | None = None, params: dict | None = None) -> list[dict]:
+    """POST each file to the task's route; one dict per file, in order (an error dict for a rejected file)."""
+    return list(iter_predictions(task, url, paths, timeout, threshold, params))
 
 
 def iter_predictions(task: str, url: str, paths: Iterable[str | Path], timeout: float = 60,
-                     threshold: float | None = None) -> Iterator[dict]:
-    """`predict_files`, one answer at a time as it arrives."""
-    params = {} if threshold is None else {"threshold": threshold}
+                     threshold: float | None = None, params: dict | None = None) -> Iterator[dict]:
+    """`predict_files`, one answer at a time as it arrives (CamVid masks come back as run-length JSON)."""
+    params = dict(params or {})
+    if threshold is not None:
+        params["threshold"] = threshold
+    if task == "camvid":
+        params.setdefault("format", "json")
+    route = ROUTE_PATHS.get(task, f"/{task}")
     # trust_env=False: a proxy set in the environment must not intercept a 127.0.0.1 server
     with httpx.Client(base_url=url.rstrip("/"), timeout=timeout, trust_env=False) as client:
         for path in map(Path, paths):
@@ -57,7 +64,7 @@ def iter_predictions(task: str, url: str, paths: Iterable[str | Path], timeout: 
                 yield {"file": str(path), "error": "unreadable_file", "detail": str(e)}
                 continue
             try:
-                r = client.post(f"/{task}", content=body, params=params,
+                r = client.post(route, content=body, params=params,
                                 headers={"content-type": _content_type(path)})
             except (httpx.ConnectError, httpx.ConnectTimeout) as e:
                 raise ServerUnreachable(f"cannot reach {url} ({e}); start the server first, e.g. "
@@ -72,7 +79,7 @@ def iter_predictions(task: str, url: str, paths: Iterable[str | Path], timeout: 
 def build_parser() -> argparse.ArgumentParser:
     """The options of `raylessons predict`."""
     parser = argparse.ArgumentParser(prog="raylessons predict", description=__doc__)
-    parser.add_argument("--task", default="planet", help="the route: planet (more tasks as they are served)")
+    parser.add_argument("--task", default="planet", choices=sorted(ROUTE_PATHS), help="the route to call")
     parser.add_argument("--url", default=DEFAULT_URL, help=f"the server's base URL (default {DEFAULT_URL})")
     parser.add_argument("--threshold", type=float, default=None, help="override the model's threshold (0..1)")
     parser.add_argument("--timeout", type=float, default=60, help="seconds to wait for each answer")

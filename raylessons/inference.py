@@ -4,16 +4,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from .data.bunch import DeviceBatch
 from .data.imageio import open_image, pil_to_tensor
-from .data.transforms import Pipeline
+from .data.transforms import Pipeline, points_from_unit
 from .errors import DataError
 from .limits import DEFAULT_THRESHOLD
 from .metrics import BCEWithLogitsFlat, CrossEntropyFlat, MSELossFlat
 
-__all__ = ["InferenceData", "Predictor", "activation", "DEFAULT_THRESHOLD"]
+__all__ = ["InferenceData", "Predictor", "activation", "inference_size", "mask_at", "DEFAULT_THRESHOLD"]
 
 
 _LOSSES = {"multi_category": BCEWithLogitsFlat, "category": CrossEntropyFlat,
@@ -51,6 +52,30 @@ class InferenceData(DeviceBatch):
         return {k: v for k, v in self.meta.items() if k not in ("format", "metrics", "exported_at")}
 
 
+_SPATIAL_KINDS = ("segmentation", "points")
+# above this many logits, a mask is upsampled by nearest neighbour from the model's argmax instead of
+# resampling the class scores bilinearly (which costs C floats per output pixel)
+MAX_RESAMPLED_LOGITS = 2**26
+
+
+def inference_size(kind: str, size):
+    """The input size at inference: spatial answers map back to the posted image, so squish, never crop."""
+    if kind in _SPATIAL_KINDS and isinstance(size, int):
+        return (size, size)
+    return tuple(size) if isinstance(size, list) else size
+
+
+def mask_at(probs: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
+    """The class-index mask (H, W) at `size_hw` of class scores (C, h, w) computed on a squished image."""
+    if tuple(probs.shape[-2:]) == tuple(size_hw):
+        return probs.argmax(0)
+    if probs.shape[0] * size_hw[0] * size_hw[1] <= MAX_RESAMPLED_LOGITS:
+        up = F.interpolate(probs[None].float(), size=size_hw, mode="bilinear", align_corners=False)
+        return up[0].argmax(0)
+    idx = probs.argmax(0)[None, None].float()
+    return F.interpolate(idx, size=size_hw, mode="nearest-exact")[0, 0].long()
+
+
 class Predictor:
     """Validation-time preprocessing + batched forward + decoding, for one model."""
 
@@ -58,7 +83,8 @@ class Predictor:
         self.model, self.data, self.device = model.eval(), data, device
         self.kind = data.label.kind if hasattr(data, "label") else data.kind
         self.classes = list(data.classes or [])
-        self.pipeline = Pipeline([], size=data.size, train=False)
+        self.size = inference_size(self.kind, data.size)
+        self.pipeline = Pipeline([], size=self.size, train=False)
         self.threshold = threshold if threshold is not None else \
             getattr(data, "meta", {}).get("threshold", DEFAULT_THRESHOLD)
 
@@ -77,6 +103,10 @@ class Predictor:
 
     def preprocess(self, item) -> torch.Tensor:
         """float (3, h, w) in [0, 1]: exactly the validation transforms of training."""
+        return self.prepare(item)[0]
+
+    def prepare(self, item) -> tuple[torch.Tensor, tuple[int, int]]:
+        """(preprocessed input, the item's own (H, W)): spatial answers are given in the item's pixels."""
         if isinstance(item, (str, Path)):
             item = open_image(item)
         elif isinstance(item, Image.Image):
@@ -84,7 +114,7 @@ class Predictor:
         if not (isinstance(item, torch.Tensor) and item.dim() == 3 and item.shape[0] == 3):
             raise DataError(f"expected an image path, a PIL image or a (3, H, W) tensor, got {type(item).__name__}")
         x, _ = self.pipeline(item)
-        return x
+        return x, (int(item.shape[-2]), int(item.shape[-1]))
 
     @torch.inference_mode()
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
@@ -95,8 +125,13 @@ class Predictor:
             out = self.model(xb)
         return activation(self.kind)(out.float()).cpu()
 
-    def decode(self, out: torch.Tensor, threshold: float | None = None):
-        """Decode one activated output row into the task's answer."""
+    def decode(self, out: torch.Tensor, threshold: float | None = None, size: tuple[int, int] | None = None):
+        """Decode one activated output row into the task's answer (`size`: the input image's (H, W)).
+
+        multi-label: (tags, bool mask, probs); category: (class, index, probs);
+        segmentation: (mask (H, W) of class ids at `size`, names of the classes present, probs (C, h, w));
+        points: ((K, 2) (row, col) in pixels of `size`, (K, 2) in [-1, 1], raw output).
+        """
         if self.kind == "multi_category":
             thresh = self.threshold if threshold is None else threshold
             mask = out > thresh
@@ -104,8 +139,16 @@ class Predictor:
         if self.kind == "category":
             idx = int(out.argmax())
             return self.classes[idx], idx, out
+        if self.kind == "segmentation":
+            mask = mask_at(out, size or tuple(out.shape[-2:]))
+            present = [self.classes[int(i)] for i in torch.unique(mask) if int(i) < len(self.classes)]
+            return mask, present, out
+        if self.kind == "points":
+            unit = out.reshape(-1, 2)
+            return points_from_unit(unit, size or self.size), unit, out
         return out
 
     def predict(self, item, threshold: float | None = None):
         """The decoded answer for one item."""
-        return self.decode(self.forward([self.preprocess(item)])[0], threshold)
+        x, size = self.prepare(item)
+        return self.decode(self.forward([x])[0], threshold, size)

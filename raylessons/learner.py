@@ -42,6 +42,7 @@ class Learner:
         self.export_extra: dict = {}  # task-level metadata for exports (e.g. the decision threshold)
         self.device = torch.device(device) if device is not None else default_device()
         self.model = model.to(self.device)
+        self.splitter = splitter
         self.layer_groups = list(splitter(model)) if splitter else [model]
         self.recorder = Recorder()
         self.callbacks: list[Callback] = [self.recorder, *callbacks]

@@ -26,6 +26,7 @@ class Stage:
     final_div: float | None = None
     wd: float | None = None
     size: int | list[int] | None = None   # progressive resizing: re-transform the data at this size
+    bs: int | None = None                 # with it, a new batch size (bigger images need smaller batches)
     save: str | None = None               # learn.save(name) after the stage
     extra: dict = field(default_factory=dict)
 
@@ -98,6 +99,8 @@ def parse_plan(stages: list[dict], n_groups: int | None = None) -> list[Stage]:
         unknown = set(raw) - _STAGE_KEYS
         if unknown:
             raise ConfigError(f"stage {i}: unknown keys {sorted(unknown)}; allowed: {sorted(_STAGE_KEYS)}")
+        if raw.get("bs") is not None and (not isinstance(raw["bs"], int) or raw["bs"] < 1):
+            raise ConfigError(f"stage {i}: 'bs' must be a positive integer, got {raw['bs']!r}")
         if not isinstance(raw.get("epochs"), int) or raw["epochs"] < 1:
             raise ConfigError(f"stage {i}: 'epochs' must be a positive integer, got {raw.get('epochs')!r}")
         stage = Stage(**{**raw, "max_lr": parse_lr(raw.get("max_lr", 3e-3)),
@@ -152,8 +155,8 @@ def run_plan(learn, stages: list[Stage], start: tuple[int, int] = (0, 0),
         n = stage.freezing()
         if n is not None:
             learn.freeze_to(n)
-        if stage.size is not None and resize is not None:
-            resize(learn, stage.size)
+        if (stage.size is not None or stage.bs is not None) and resize is not None:
+            resize(learn, stage.size, stage.bs)
         if si < start_stage:
             continue
         first = si == start_stage and start_epoch > 0

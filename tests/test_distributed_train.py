@@ -100,3 +100,68 @@ def test_bad_plan_and_data_fail_before_workers_start(ray_session, planet_dir, tm
                        storage_path=str(tmp_path))
     with pytest.raises(DataError, match="nope.csv.*CSV file not found"):
         fit_plan(missing)
+
+
+def _load_job(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{name}_job", Path(__file__).parents[1] / "jobs" / f"{name}.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    return job
+
+
+def test_camvid_job_on_two_ddp_workers(ray_session, tmp_path, capsys):
+    from raylessons.data.synth import synth
+
+    root = synth("camvid", tmp_path / "camvid", n=10, size=(48, 64), seed=0)
+    rc = _load_job("camvid").main(["--data", str(root), "--size", "32,48", "--bs", "2", "--arch", "resnet18",
+                                   "--plan", "smoke", "--num-workers", "2", "--storage", str(tmp_path),
+                                   "--name", "cv"])
+    assert rc == 0
+    assert "acc_camvid" in capsys.readouterr().out
+    run = json.loads((tmp_path / "cv" / "run.json").read_text())
+    assert run["task"] == "camvid" and run["task_config"]["size"] == [32, 48] and run["num_workers"] == 2
+    learn = load_learner(tmp_path / "cv" / "export")
+    assert learn.export_meta["label_kind"] == "segmentation" and learn.export_meta["void_code"] == 30
+    assert 0 <= learn.export_meta["metrics"]["acc_camvid"] <= 1
+    image = sorted((root / "images").glob("*.png"))[0]
+    mask, present, probs = learn.predict(image)
+    assert mask.shape == (48, 64) and probs.shape == (32, 32, 48) and present
+
+
+def test_head_pose_run_exports_points(ray_session, tmp_path):
+    from raylessons.data.synth import synth
+
+    root = synth("biwi", tmp_path / "biwi", persons=13, frames=2, seed=0)
+    run = TrainRun(task="head_pose", plan=[{"epochs": 1, "max_lr": 1e-3}],
+                   task_config={"data": str(root), "size": [24, 32], "bs": 8, "arch": "resnet18"},
+                   name="hp", storage_path=str(tmp_path), num_workers=1)
+    result = fit_plan(run)
+    assert result["metrics"]["valid_loss"] >= 0 and result["metrics"]["done"] is True
+    learn = load_learner(result["export"])
+    rc, unit, _ = learn.predict(next((root / "13").glob("*_rgb.jpg")))
+    assert rc.shape == (1, 2) and unit.shape == (1, 2)
+
+
+def test_sync_batchnorm_keeps_layer_groups_and_freezing():
+    import torch
+
+    from raylessons.distributed.train import use_sync_batchnorm
+    from raylessons.learner import Learner
+    from raylessons.models.unet import create_unet_model, unet_split
+
+    class Data:
+        c, path, loss_func = 3, Path("."), torch.nn.CrossEntropyLoss()
+
+    learn = Learner(Data(), create_unet_model("resnet18", 3), splitter=unet_split, device="cpu")
+    learn.freeze()
+    before = {id(p): p.requires_grad for p in learn.model.parameters()}
+    use_sync_batchnorm(learn)
+    modules = list(learn.model.modules())
+    assert not any(type(m) is torch.nn.BatchNorm2d for m in modules)
+    assert sum(isinstance(m, torch.nn.SyncBatchNorm) for m in modules) > 20
+    # the groups hold the converted modules, and the parameters (and their freezing) are the same objects
+    group_modules = {id(m) for g in learn.layer_groups for m in g.modules()}
+    assert all(id(m) in group_modules for m in modules if isinstance(m, torch.nn.SyncBatchNorm))
+    assert {id(p): p.requires_grad for p in learn.model.parameters()} == before

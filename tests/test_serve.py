@@ -66,14 +66,31 @@ def predictor(planet_export):
 
 
 @pytest.fixture(scope="module")
-def server(ray_session, planet_export) -> str:
+def spatial_exports(tmp_path_factory) -> dict:
+    """Untrained CamVid (U-Net) and head-pose exports on tiny look-alikes, with a few of their images."""
+    from raylessons.data.synth import synth
+    from raylessons.tasks import camvid, head_pose
+
+    tmp = tmp_path_factory.mktemp("serve-spatial")
+    cv_root = synth("camvid", tmp / "camvid", n=6, size=(48, 64), seed=0)
+    cv_cfg = camvid.Config(data=str(cv_root), size=[32, 48], bs=2, arch="resnet18")
+    cv_export = camvid.build_learner(camvid.build_data(cv_cfg), cv_cfg).export(tmp / "camvid-export")
+    hp_root = synth("biwi", tmp / "biwi", persons=13, frames=1, seed=0)
+    hp_cfg = head_pose.Config(data=str(hp_root), size=[24, 32], bs=4, arch="resnet18")
+    hp_export = head_pose.build_learner(head_pose.build_data(hp_cfg), hp_cfg).export(tmp / "head-pose-export")
+    return {"camvid": (cv_export, sorted((cv_root / "images").glob("*.png"))),
+            "head_pose": (hp_export, sorted(hp_root.glob("*/*_rgb.jpg")))}
+
+
+@pytest.fixture(scope="module")
+def server(ray_session, planet_export, spatial_exports) -> str:
     """The app at http://127.0.0.1:<free port>, with a small body limit for the 413 tests."""
     from ray import serve
 
     from raylessons.serving import start
 
-    url = start({"planet": str(planet_export[0])}, port=_free_port(), max_body_bytes=MAX_BODY,
-                batch_wait_timeout_s=0.05)
+    exports = {"planet": str(planet_export[0]), **{t: str(e[0]) for t, e in spatial_exports.items()}}
+    url = start(exports, port=_free_port(), max_body_bytes=MAX_BODY, batch_wait_timeout_s=0.05)
     yield url
     serve.shutdown()
 
@@ -154,6 +171,94 @@ def test_threshold_override(client, planet_export, predictor):
     assert answer["tags"] == [c for c, p in probs.items() if p > mid]
 
 
+# --- CamVid masks and head-pose points ---
+
+def _rle_decode(runs: list, height: int, width: int) -> "torch.Tensor":
+    import torch
+
+    flat = torch.cat([torch.full((n,), c, dtype=torch.long) for c, n in runs])
+    return flat.reshape(height, width)
+
+
+@pytest.mark.ray
+def test_camvid_mask_as_png_json_rle_and_list(client, spatial_exports):
+    import numpy as np
+    import torch
+
+    from raylessons.inference import Predictor
+
+    export, images = spatial_exports["camvid"]
+    local = Predictor.from_export(export)
+    img = Image.open(images[0]).convert("RGB").resize((70, 50))  # not the export's size: answers come back at 50x70
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    mask, present, _ = local.predict(img)
+    assert mask.shape == (50, 70)
+
+    r = client.post("/camvid", content=buf.getvalue(), headers={"content-type": "image/png"})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png", r.text
+    png = Image.open(io.BytesIO(r.content))
+    assert png.mode == "L" and png.size == (70, 50)
+    assert torch.equal(torch.from_numpy(np.asarray(png).astype(np.int64)), mask)
+    assert r.headers["x-classes-present"].split(",") == present and r.headers["x-mask-size"] == "50x70"
+
+    r = client.post("/camvid", content=buf.getvalue(), headers={"content-type": "image/png"},
+                    params={"format": "json"})
+    answer = r.json()
+    assert (answer["height"], answer["width"], answer["encoding"]) == (50, 70, "rle")
+    assert answer["classes_present"] == present and len(answer["codes"]) == 32
+    assert torch.equal(_rle_decode(answer["mask"], 50, 70), mask)
+    listed = client.post("/camvid", content=buf.getvalue(), headers={"content-type": "image/png"},
+                         params={"format": "json", "encoding": "list"}).json()
+    assert torch.equal(torch.tensor(listed["mask"]), mask)
+
+
+@pytest.mark.ray
+def test_headpose_answers_in_pixels_of_the_posted_image(client, spatial_exports):
+    from raylessons.inference import Predictor
+
+    export, images = spatial_exports["head_pose"]
+    local = Predictor.from_export(export)
+    for path, size in [(images[0], None), (images[1], (200, 90))]:  # as stored, then resized and squished
+        img = Image.open(path).convert("RGB")
+        img = img if size is None else img.resize(size)
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        r = client.post("/headpose", content=buf.getvalue(), headers={"content-type": "image/png"})
+        assert r.status_code == 200, r.text
+        rc, unit, _ = local.predict(img)
+        assert r.json() == pytest.approx({"row": rc[0, 0].item(), "col": rc[0, 1].item()}, abs=1e-3)
+        h, w = img.height, img.width
+        assert rc[0].tolist() == pytest.approx([(unit[0, 0].item() + 1) * h / 2 - 0.5,
+                                                (unit[0, 1].item() + 1) * w / 2 - 0.5], abs=1e-4)
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("path, params, status, error, names", [
+    ("/camvid", {"format": "gif"}, 422, "invalid_query", "format"),
+    ("/camvid", {"encoding": "zip", "format": "json"}, 422, "invalid_query", "encoding"),
+    ("/camvid", {"threshold": "0.5"}, 422, "invalid_query", "threshold"),
+    ("/headpose", {"format": "json"}, 422, "invalid_query", "format"),
+    ("/headpose", {}, 400, "bad_image", "not a readable image"),
+    ("/camvid", {}, 400, "bad_image", "not a readable image"),
+])
+def test_spatial_routes_reject_bad_requests(client, path, params, status, error, names):
+    body = b"not an image" if status == 400 else _png()
+    r = client.post(path, content=body, headers={"content-type": "image/png"}, params=params)
+    assert r.status_code == status, r.text
+    assert r.json()["error"] == error and names in r.json()["detail"], r.json()
+
+
+@pytest.mark.ray
+def test_client_talks_to_every_route(server, spatial_exports):
+    from raylessons.client import predict_files
+
+    (row,) = predict_files("head_pose", server, spatial_exports["head_pose"][1][:1])
+    assert set(row) == {"file", "row", "col"}
+    (row,) = predict_files("camvid", server, spatial_exports["camvid"][1][:1])
+    assert row["encoding"] == "rle" and sum(n for _, n in row["mask"]) == row["height"] * row["width"]
+
+
 # --- every client mistake is a 4xx JSON answer naming the problem ---
 
 _JPEG_HALF = "truncated"
@@ -218,8 +323,10 @@ def test_unknown_routes(client, method, path, status, error):
 
 @pytest.mark.ray
 def test_healthz_and_models(client, predictor):
-    assert client.get("/healthz").json() == {"status": "ok", "models": ["planet"]}
-    (info,) = client.get("/models").json()["models"]
+    assert client.get("/healthz").json() == {"status": "ok", "models": ["camvid", "head_pose", "planet"]}
+    cv, hp, info = client.get("/models").json()["models"]
+    assert (cv["task"], cv["kind"], cv["size"], len(cv["classes"])) == ("camvid", "segmentation", [32, 48], 32)
+    assert (hp["task"], hp["kind"], hp["size"]) == ("head_pose", "points", [24, 32])
     meta = predictor.data.meta
     assert info["task"] == "planet" and info["kind"] == "multi_category" and info["arch"] == "resnet18"
     assert info["classes"] == predictor.classes and info["size"] == 32 and info["threshold"] == 0.2

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..tasks import TASKS, get_task
 
-__all__ = ["add_train_arguments", "load_plan", "run_from_args", "init_ray", "LOCAL_SYSTEM_CONFIG"]
+__all__ = ["add_train_arguments", "parse_size", "load_plan", "run_from_args", "init_ray", "LOCAL_SYSTEM_CONFIG"]
 
 
 def load_plan(value: str, task: str) -> list:
@@ -34,13 +34,26 @@ def load_plan(value: str, task: str) -> list:
     return plan["stages"] if isinstance(plan, dict) and "stages" in plan else plan
 
 
+def parse_size(value: str) -> int | list[int]:
+    """'128' -> 128; '360,480' or '360x480' -> [360, 480] (height, width)."""
+    parts = value.lower().replace("x", ",").split(",")
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be N or H,W with positive integers, got {value!r}") from None
+    if len(sizes) not in (1, 2) or min(sizes) <= 0:
+        raise argparse.ArgumentTypeError(f"size must be N or H,W with positive integers, got {value!r}")
+    return sizes[0] if len(sizes) == 1 else sizes
+
+
 def add_train_arguments(parser: argparse.ArgumentParser, task: str | None = None) -> None:
     """The options of a training job: data, sizes, plan, workers, storage, run name."""
     if task is None:
         parser.add_argument("--task", choices=TASKS, required=True)
     parser.add_argument("--data", required=True, help="dataset root (the real layout or a generated look-alike)")
     parser.add_argument("--plan", default="lesson", help="'lesson', 'smoke', a JSON list of stages or a file")
-    parser.add_argument("--size", type=int, default=None, help="image size of the first stage")
+    parser.add_argument("--size", type=parse_size, default=None,
+                        help="image size of the first stage: 128 (square) or 360,480 (height,width)")
     parser.add_argument("--bs", type=int, default=None)
     parser.add_argument("--arch", default=None, help="resnet18 | resnet34 | resnet50")
     parser.add_argument("--pretrained", default="false",

@@ -15,7 +15,7 @@ from ..errors import RaylessonsError
 from ..plan import next_position, parse_plan, plan_to_data, run_plan
 from ..tasks import get_task
 
-__all__ = ["TrainRun", "fit_plan", "train_loop_per_worker", "worker_threads"]
+__all__ = ["TrainRun", "fit_plan", "train_loop_per_worker", "worker_threads", "use_sync_batchnorm"]
 
 log = logging.getLogger("raylessons")
 
@@ -44,6 +44,14 @@ def worker_threads(cpus_per_worker: float | None) -> int:
     return max(1, int(cpus_per_worker or 1))
 
 
+def use_sync_batchnorm(learn) -> None:
+    """Swap every BatchNorm for SyncBatchNorm (statistics over all workers' batches), keeping layer groups."""
+    learn.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(learn.model)
+    # the groups may hold the old BatchNorm modules directly: rebuild them from the converted model
+    learn.layer_groups = list(learn.splitter(learn.model)) if learn.splitter else [learn.model]
+    learn.opt = None
+
+
 def _position_of(ckpt) -> tuple[dict, dict]:
     with ckpt.as_directory() as d:
         state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
@@ -66,6 +74,8 @@ def train_loop_per_worker(config: dict) -> None:
     learn = task.build_learner(task.build_data(cfg, src=src).distributed(rank, world, config["seed"]), cfg,
                                device=ray.train.torch.get_device())
     learn.is_main_process = rank == 0
+    if world > 1 and learn.device.type == "cuda" and getattr(task, "SYNC_BN", False):
+        use_sync_batchnorm(learn)
     if world > 1:
         learn.wrap_model = lambda m: ray.train.torch.prepare_model(m, move_to_device=False)
     stages = parse_plan(config["plan"], len(learn.layer_groups))
@@ -82,8 +92,8 @@ def train_loop_per_worker(config: dict) -> None:
         if learn.is_main_process:
             print(f"resuming from stage {pos['stage']} epoch {pos['epoch']}: next {start}", flush=True)
 
-    def resize(learn, size):
-        learn.data = task.build_data(cfg, size=size, src=src).distributed(rank, world, config["seed"])
+    def resize(learn, size, bs=None):
+        learn.data = task.build_data(cfg, size=size, src=src, bs=bs).distributed(rank, world, config["seed"])
 
     def report(learn, stage: int, epoch: int) -> None:
         last = stage == len(stages) - 1 and epoch == stages[stage].epochs - 1

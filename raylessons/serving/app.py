@@ -12,10 +12,10 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Literal, Mapping
 
-from fastapi import FastAPI, Query, Request
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from fastapi import FastAPI, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve import Application
@@ -27,7 +27,8 @@ from ..limits import DEFAULT_THRESHOLD, MAX_PIXELS  # torch-free: the ingress ne
 from . import http
 
 __all__ = ["AppArgs", "ModelConfig", "Route", "ROUTES", "ANSWERS", "ImageModel", "Ingress", "build_app",
-           "answer_multi_label"]
+           "answer_multi_label", "answer_segmentation", "answer_points", "run_lengths", "parse_query",
+           "ThresholdQuery", "MaskQuery", "NoQuery"]
 
 log = logging.getLogger("ray.serve")
 
@@ -50,6 +51,7 @@ class AppArgs(BaseModel):
     max_batch_size: int = Field(16, ge=1)
     batch_wait_timeout_s: float = Field(0.01, ge=0)
     threads: int | None = Field(None, ge=1)
+    replica_cpus: float = Field(1.0, gt=0)  # CPUs each model replica reserves (a config file's ray_actor_options win)
     export_root: str | None = None  # when set, every export must lie inside it
 
     @field_validator("exports", mode="before")
@@ -69,16 +71,91 @@ class AppArgs(BaseModel):
                            threads=self.threads).model_dump()
 
 
-# --- answers: one function per label kind, (predictor, activated row, query) -> JSON-able dict ---
+# --- query parameters: one pydantic model per route; unknown or invalid parameters are a 422 ---
 
-def answer_multi_label(predictor, row, threshold: float | None = None) -> dict:
+class _Query(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ThresholdQuery(_Query):
+    """`?threshold=` overrides the export's decision threshold."""
+
+    threshold: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
+
+
+class MaskQuery(_Query):
+    """`?format=png` (default: the mask as an 8-bit PNG) or `?format=json` (`&encoding=rle|list`)."""
+
+    format: Literal["png", "json"] = "png"
+    encoding: Literal["rle", "list"] = "rle"
+
+
+class NoQuery(_Query):
+    """This route takes no query parameters."""
+
+
+def parse_query(model: type[BaseModel], params: Mapping[str, str]) -> dict:
+    """The route's query parameters as a dict, or ApiError 422 naming each bad one."""
+    try:
+        return model.model_validate(dict(params)).model_dump()
+    except ValidationError as e:
+        parts = []
+        for err in e.errors():
+            name = ".".join(str(x) for x in err.get("loc", ())) or "query"
+            allowed = f"; allowed: {sorted(model.model_fields) or 'none'}" if err["type"] == "extra_forbidden" else ""
+            parts.append(f"{name}: {err['msg']} (got {err.get('input')!r}){allowed}")
+        raise http.ApiError(422, "invalid_query", "; ".join(parts)) from None
+
+
+# --- answers: one function per label kind, (predictor, activated row, image (H, W), **query) -> answer ---
+
+def answer_multi_label(predictor, row, size, threshold: float | None = None) -> dict:
     """`{"tags": [...], "probs": {tag: p}, "threshold": t}` of one sigmoid row."""
     thresh = predictor.threshold if threshold is None else threshold
     tags, _, probs = predictor.decode(row, thresh)
     return {"tags": tags, "probs": dict(zip(predictor.classes, probs.tolist())), "threshold": thresh}
 
 
-ANSWERS: dict[str, Callable[..., dict]] = {"multi_category": answer_multi_label}
+def run_lengths(mask) -> list[list[int]]:
+    """Row-major runs `[[class, length], ...]` of a class-index mask."""
+    import torch
+
+    flat = mask.reshape(-1)
+    if flat.numel() == 0:
+        return []
+    starts = torch.cat([torch.tensor([0]), torch.nonzero(flat[1:] != flat[:-1]).flatten() + 1])
+    lengths = torch.diff(torch.cat([starts, torch.tensor([flat.numel()])]))
+    return [[int(c), int(n)] for c, n in zip(flat[starts].tolist(), lengths.tolist())]
+
+
+def answer_segmentation(predictor, row, size, format: str = "png", encoding: str = "rle"):
+    """The class-index mask at the posted image's size: a PNG (classes present in a header) or JSON."""
+    mask, present, _ = predictor.decode(row, size=size)
+    if format == "png":
+        import io
+
+        import numpy as np
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(mask.numpy().astype(np.uint8), mode="L").save(buf, format="PNG")
+        return http.BinaryAnswer(buf.getvalue(), "image/png",
+                                 {"x-classes-present": ",".join(present), "x-mask-size": f"{size[0]}x{size[1]}"})
+    answer = {"height": size[0], "width": size[1], "classes_present": present, "codes": predictor.classes,
+              "encoding": encoding}
+    answer["mask"] = run_lengths(mask) if encoding == "rle" else mask.tolist()
+    return answer
+
+
+def answer_points(predictor, row, size) -> dict:
+    """`{"row": r, "col": c}` in pixels of the posted image (`{"points": [...]}` when there are several)."""
+    rc, _, _ = predictor.decode(row, size=size)
+    points = [{"row": float(r), "col": float(c)} for r, c in rc.tolist()]
+    return points[0] if len(points) == 1 else {"points": points}
+
+
+ANSWERS: dict[str, Callable[..., Any]] = {"multi_category": answer_multi_label,
+                                          "segmentation": answer_segmentation, "points": answer_points}
 
 
 def _cpu_share() -> int:
@@ -119,16 +196,16 @@ class ImageModel:
         self._forward.set_max_batch_size(cfg.max_batch_size)
         self._forward.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
 
-    async def __call__(self, body: bytes, threshold: float | None = None) -> dict | http.ApiError:
+    async def __call__(self, body: bytes, query: dict | None = None) -> Any:
         """The answer for one encoded image, or the ApiError saying why it is not one."""
         from ..data.imageio import decode_image_bytes
 
         try:
-            x = self.predictor.preprocess(decode_image_bytes(body, max_pixels=self.max_pixels))  # (3, h, w)
+            x, size = self.predictor.prepare(decode_image_bytes(body, max_pixels=self.max_pixels))  # (3, h, w)
         except DataError as e:
             return http.ApiError(400, "bad_image", str(e))
-        row = await self._forward(x)  # (C,)
-        return self.answer(self.predictor, row, threshold)
+        row = await self._forward(x)  # (C,) or (C, h, w)
+        return self.answer(self.predictor, row, size, **(query or {}))
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def _forward(self, xs: list) -> list:
@@ -144,10 +221,14 @@ class Route:
     label_kind: str                                     # checked against the export's meta.json at build
     model: Any                                          # the Serve deployment class (one per input kind)
     read: Callable[[Request, int], Awaitable[bytes]]    # (request, max_body_bytes) -> what the model takes
+    query: type[BaseModel] = NoQuery                    # the query parameters the route accepts
+    path: str = ""                                      # URL path (default /<task>)
 
 
 ROUTES: dict[str, Route] = {
-    "planet": Route("multi_category", ImageModel, http.read_image_body),
+    "planet": Route("multi_category", ImageModel, http.read_image_body, ThresholdQuery),
+    "camvid": Route("segmentation", ImageModel, http.read_image_body, MaskQuery),
+    "head_pose": Route("points", ImageModel, http.read_image_body, NoQuery, path="/headpose"),
 }
 
 
@@ -173,15 +254,16 @@ class Ingress:
         """The export metadata of every served task."""
         return {"models": [self.metas[task] for task in sorted(self.metas)]}
 
-    async def predict(self, request: Request,
-                      threshold: float | None = Query(None, ge=0.0, le=1.0, allow_inf_nan=False)) -> dict:
+    async def predict(self, request: Request) -> Any:
         """The task's answer for the body (the route's reader says what the body may be)."""
         task = request.scope["route"].name
         if task not in self.models:
             raise http.ApiError(404, "not_found", f"task {task!r} is not served here; served: {sorted(self.models)}")
-        body = await ROUTES[task].read(request, self.max_body_bytes)
+        route = ROUTES[task]
+        query = parse_query(route.query, request.query_params)
+        body = await route.read(request, self.max_body_bytes)
         try:
-            result = await self.models[task].remote(body, threshold=threshold)
+            result = await self.models[task].remote(body, query)
         except (RayActorError, BackPressureError) as e:  # replica dead or queue full: retry later
             raise http.ApiError(503, "model_unavailable", f"{task}: {type(e).__name__}") from None
         except Exception as e:  # a bug, not a client mistake (those come back as ApiError values)
@@ -189,12 +271,15 @@ class Ingress:
             raise http.ApiError(500, "internal_error", f"{task}: {type(e).__name__}") from None
         if isinstance(result, http.ApiError):
             raise result
+        if isinstance(result, http.BinaryAnswer):
+            return Response(result.body, media_type=result.media_type, headers=result.headers)
         return result
 
     # one POST route per known task, named after it: unknown paths stay 404 and `GET /planet` is 405
-    for _task in ROUTES:
-        api.post(f"/{_task}", name=_task, summary=f"predict {_task}")(predict)
-    del _task
+    for _task, _route in ROUTES.items():
+        api.post(_route.path or f"/{_task}", name=_task, summary=f"predict {_task}",
+                 description=(_route.query.__doc__ or ""))(predict)
+    del _task, _route
 
 
 # --- building the application ---
@@ -240,6 +325,7 @@ def build_app(args: AppArgs) -> Application:
         # max_ongoing_requests >= batch size, or batches never fill (Serve's default of 5 collapses under load)
         handles[task] = route.model.options(
             name=task, max_ongoing_requests=max(32, args.max_batch_size),
+            ray_actor_options={"num_cpus": args.replica_cpus},
             user_config=args.model_config_for_replicas(),
         ).bind(str(export), args.max_pixels)
         metas[task] = _summary(task, meta)

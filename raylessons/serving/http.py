@@ -1,6 +1,7 @@
 """Reading request bodies safely and answering every error as JSON `{"error", "detail"}`."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import AsyncIterable, Mapping
 
 from fastapi import FastAPI, Request
@@ -10,7 +11,7 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-__all__ = ["ApiError", "IMAGE_TYPES", "MULTIPART", "error_response", "install_error_handlers", "media_type",
+__all__ = ["ApiError", "BinaryAnswer", "IMAGE_TYPES", "MULTIPART", "error_response", "install_error_handlers", "media_type",
            "check_content_type", "check_content_length", "read_limited", "first_file", "read_image_body"]
 
 IMAGE_TYPES = ("image/jpeg", "image/png", "application/octet-stream")
@@ -22,6 +23,15 @@ MAX_PARTS = 16
 _STATUS_NAMES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
                  415: "unsupported_media_type", 422: "invalid_query", 500: "internal_error",
                  503: "unavailable"}
+
+
+@dataclass(frozen=True)
+class BinaryAnswer:
+    """A non-JSON answer (e.g. a PNG mask) that a model replica hands back to the ingress."""
+
+    body: bytes
+    media_type: str
+    headers: dict = field(default_factory=dict)
 
 
 class ApiError(Exception):

@@ -1,6 +1,7 @@
 """Start and stop the Serve application in-process (demo, tests); `serve run` is the production path."""
 from __future__ import annotations
 
+import math
 import time
 
 import httpx
@@ -21,11 +22,16 @@ def start(exports: dict[str, str], host: str = "127.0.0.1", port: int = 8000, ti
 
     from .app import build_app
 
-    app = build_app({"exports": exports, **options})  # bad exports fail here, before Ray starts
+    build_app({"exports": exports, **options})  # bad exports fail here, before Ray starts
     if not ray.is_initialized():
         # address="local": never attach to a stale cluster file left by an earlier `ray start`
         ray.init(address="local", include_dashboard=False)
         _owns_ray = True
+    if "replica_cpus" not in options:
+        # one replica per model must fit on this machine (3 models on 2 cores: 2/3 CPU each), or Serve waits forever
+        cpus = float(ray.cluster_resources().get("CPU", 1.0))
+        options["replica_cpus"] = min(1.0, math.floor(100 * cpus / max(1, len(exports))) / 100)  # 2/3 -> 0.66
+    app = build_app({"exports": exports, **options})
     serve.start(http_options={"host": host, "port": port})
     serve.run(app, name=APP_NAME, route_prefix="/")  # returns once every replica is healthy
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"

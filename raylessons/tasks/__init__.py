@@ -5,7 +5,7 @@ import importlib
 
 __all__ = ["TASKS", "get_task"]
 
-TASKS = ("planet",)
+TASKS = ("planet", "camvid", "head_pose")
 
 
 def get_task(name: str):

@@ -13,6 +13,7 @@ __all__ = ["Config", "METRIC", "MODE", "build_source", "build_data", "build_lear
            "smoke_plan", "acc_02", "f_score"]
 
 METRIC, MODE = "fbeta", "max"
+SYNC_BN = False
 
 acc_02 = partial(accuracy_thresh, thresh=0.2)
 f_score = partial(fbeta, thresh=0.2)
@@ -49,12 +50,12 @@ def build_source(cfg: Config):
             .label_from_df(label_delim=" "))
 
 
-def build_data(cfg: Config, size: int | None = None, src=None):
+def build_data(cfg: Config, size: int | None = None, src=None, bs: int | None = None):
     """The DataBunch at `size` (default cfg.size), normalised with ImageNet statistics."""
     src = src if src is not None else build_source(cfg)
     tfms = get_transforms(**cfg.tfms)
     return (src.transform(tfms, size=size or cfg.size)
-            .databunch(bs=cfg.bs, num_workers=cfg.num_workers)
+            .databunch(bs=bs or cfg.bs, num_workers=cfg.num_workers)
             .normalize(imagenet_stats))
 
 

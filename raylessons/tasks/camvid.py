@@ -1,0 +1,97 @@
+"""CamVid segmentation (lesson3-camvid): data chain, U-Net learner and the lesson's plan."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..data.block import SegmentationItemList
+from ..data.transforms import get_transforms, imagenet_stats
+from ..data.vision import read_codes
+from ..metrics import accuracy_ignoring
+
+__all__ = ["Config", "METRIC", "MODE", "SYNC_BN", "build_source", "build_data", "build_learner",
+           "default_plan", "smoke_plan", "get_y_fn", "acc_camvid"]
+
+METRIC, MODE = "acc_camvid", "max"
+SYNC_BN = True  # multi-GPU workers normalise over the global batch (U-Net batches are a few images each)
+VOID = 30  # CamVid's Void index in codes.txt
+
+
+def acc_camvid(input, target):
+    """Pixel accuracy ignoring Void (the lesson's metric; `accuracy_ignoring(void_code)` in general)."""
+    return _acc_void(input, target)
+
+
+_acc_void = accuracy_ignoring(VOID)
+
+
+@dataclass
+class Config:
+    """Where CamVid is and how to build data and model (the lesson's values by default)."""
+
+    data: str = "~/.raylessons/data/camvid"
+    images: str = "images"
+    labels: str = "labels"
+    codes: str = "codes.txt"
+    valid: str = "valid.txt"
+    size: list = field(default_factory=lambda: [360, 480])  # src_size // 2
+    bs: int = 8
+    arch: str = "resnet34"
+    pretrained: bool | str = False
+    num_workers: int = 0
+    tfms: dict = field(default_factory=dict)  # get_transforms() defaults
+
+
+def get_y_fn(x: Path, labels: str | Path) -> Path:
+    """`images/0016E5_05400.png` -> `labels/0016E5_05400_P.png` (the lesson's get_y_fn)."""
+    x = Path(x)
+    return Path(labels) / f"{x.stem}_P{x.suffix}"
+
+
+def build_source(cfg: Config):
+    """SegmentationItemList.from_folder(images).split_by_fname_file('../valid.txt').label_from_func(...)."""
+    path = Path(cfg.data).expanduser()
+    codes = read_codes(path / cfg.codes)
+    labels = path / cfg.labels
+    return (SegmentationItemList.from_folder(path / cfg.images)
+            .split_by_fname_file(f"../{cfg.valid}")
+            .label_from_func(lambda x: get_y_fn(x, labels), classes=codes))
+
+
+def build_data(cfg: Config, size=None, src=None, bs: int | None = None):
+    """The DataBunch at `size` (default cfg.size), masks transformed with the images, ImageNet-normalised."""
+    src = src if src is not None else build_source(cfg)
+    size = size or cfg.size
+    size = tuple(size) if isinstance(size, (list, tuple)) else size
+    return (src.transform(get_transforms(**cfg.tfms), size=size, tfm_y=True)
+            .databunch(bs=bs or cfg.bs, num_workers=cfg.num_workers)
+            .normalize(imagenet_stats))
+
+
+def build_learner(data, cfg: Config, **kwargs):
+    """unet_learner(data, arch, metrics=acc_camvid, wd=1e-2), Void taken from the codes."""
+    from ..vision_learner import unet_learner
+
+    void = data.label.void_code
+    metric = acc_camvid if void in (None, VOID) else accuracy_ignoring(void)
+    learn = unet_learner(data, cfg.arch, metrics=[metric], wd=1e-2, pretrained=cfg.pretrained, **kwargs)
+    learn.model_meta["task"] = "camvid"
+    return learn
+
+
+def default_plan(lr: float = 3e-3) -> list[dict]:
+    """The notebook: 10 frozen + 12 unfrozen epochs at 360x480, then the same at 720x960."""
+    return [
+        {"freeze": True, "epochs": 10, "max_lr": f"slice({lr})", "pct_start": 0.9, "save": "stage-1"},
+        {"unfreeze": True, "epochs": 12, "max_lr": f"slice({lr / 400:.3g}, {lr / 4:.3g})", "pct_start": 0.8,
+         "save": "stage-2"},
+        {"freeze": True, "size": [720, 960], "bs": 3, "epochs": 10, "max_lr": "slice(1e-3)", "pct_start": 0.8,
+         "save": "stage-1-big"},
+        {"unfreeze": True, "epochs": 10, "max_lr": "slice(1e-6, 1e-4)", "save": "stage-2-big"},
+    ]
+
+
+def smoke_plan() -> list[dict]:
+    """Two one-epoch stages (frozen, then unfrozen with a slice)."""
+    return [{"freeze": True, "epochs": 1, "max_lr": "slice(3e-3)", "pct_start": 0.9},
+            {"unfreeze": True, "epochs": 1, "max_lr": "slice(7.5e-6, 7.5e-4)", "pct_start": 0.8}]
