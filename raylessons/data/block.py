@@ -115,6 +115,18 @@ class ItemList:
         """Keep the items for which `func(item)` is true."""
         return self._new([i for i, o in enumerate(self.items) if func(o)])
 
+    def filter_by_folder(self, include: Sequence[str] | None = None,
+                         exclude: Sequence[str] | None = None) -> "ItemList":
+        """Keep the items whose first folder under `path` is in `include` and not in `exclude` (fastai)."""
+        def keep(o) -> bool:
+            try:
+                top = Path(o).relative_to(self.path).parts[0]
+            except ValueError:
+                raise DataError(f"filter_by_folder: {o} is not a file under {self.path}", self.path) from None
+            return (include is None or top in include) and (exclude is None or top not in exclude)
+
+        return self.filter_by_func(keep)
+
     # ----- splits
     def split_by_idxs(self, train_idx, valid_idx) -> "ItemLists":
         """Split by explicit index lists."""
@@ -137,6 +149,14 @@ class ItemList:
     def split_by_valid_func(self, func: Callable) -> "ItemLists":
         """Items for which `func(item)` is true validate."""
         return self.split_by_idx([i for i, o in enumerate(self.items) if func(o)])
+
+    def split_from_df(self, col=2) -> "ItemLists":
+        """Items whose cell in column `col` of the source table is true validate (the `is_valid` column)."""
+        if self.df is None:
+            raise DataError("split_from_df needs items created from a CSV or dataframe", self.path)
+        name = _column(self.df, col, self.where)
+        return self.split_by_idx([i for i, v in enumerate(self.df[name])
+                                  if _flag(v, f"{self.where}:row {self.rows[i] + 2}")])
 
     def split_by_files(self, valid_names: Iterable[str]) -> "ItemLists":
         """Items whose file name is in `valid_names` validate."""
@@ -191,6 +211,18 @@ def _column(df: pd.DataFrame, col, where) -> str:
     if col not in df.columns:
         raise DataError(f"missing column {col!r}; the columns are {list(df.columns)}", where)
     return col
+
+
+def _flag(value, where: str) -> bool:
+    """A boolean cell (True/False, 1/0, yes/no); anything else raises DataError naming the row."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise DataError(f"expected a boolean cell, got {value!r}", where)
 
 
 from .labels import ItemLists, LabelLists  # noqa: E402  (the chain continues there)

@@ -58,10 +58,14 @@ class LabelLists:
         new.size, new.tfm_y, new.tfm_kwargs = size, tfm_y, kwargs
         return new
 
-    def databunch(self, bs: int = 64, val_bs: int | None = None, num_workers: int = 0,
+    def databunch(self, bs: int | None = None, val_bs: int | None = None, num_workers: int = 0,
                   path: str | Path | None = None, **kwargs):
-        """DataLoaders over these lists (train shuffled with drop_last, valid in order)."""
+        """DataLoaders over these lists (train shuffled with drop_last, valid in order; bs 64 for images)."""
         from .bunch import DataBunch
 
-        return DataBunch.from_label_lists(self, bs=bs, val_bs=val_bs, num_workers=num_workers,
+        # item lists with their own bunch kind (text) build it, with that kind's default bs
+        bunch_cls = getattr(self.train, "_bunch_cls", None) or DataBunch
+        if bunch_cls is DataBunch and bs is None:
+            bs = 64
+        return bunch_cls.from_label_lists(self, bs=bs, val_bs=val_bs, num_workers=num_workers,
                                           path=path, **kwargs)

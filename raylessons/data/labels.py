@@ -143,6 +143,14 @@ class ItemLists:
         """Each item's label is the name of its parent folder."""
         return self.label_from_func(lambda o: Path(o).parent.name, classes=classes, label_cls=CategoryLabel)
 
+    def label_for_lm(self) -> "LabelLists":
+        """Language-model labels: every token's target is the next token (text item lists only)."""
+        from .text import LMLabel, TextList
+
+        if not isinstance(self.train, TextList):
+            raise ConfigError(f"label_for_lm needs TextList items, got {type(self.train).__name__}")
+        return LabelLists(self, LMLabel(len(self.train)), LMLabel(len(self.valid)))
+
     def _labelled(self, cls, raws, classes, multi: bool) -> "LabelLists":
         found = sorted({t for raw in raws for r in raw for t in (r if multi else [r])})
         if classes is None:

@@ -1,0 +1,277 @@
+"""Text data bunches (fastai v1's TextLMDataBunch / TextClasDataBunch), their factories and JSON save/load."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..errors import ConfigError, DataError
+from ..text.vocab import Vocab
+from . import block as _block  # noqa: F401  (loads labels / labellists in the order they need)
+from .bunch import DeviceBatch
+from .labels import CategoryLabel, Label
+from .text import LMLabel, TextList, numericalize_lists
+from .text_loaders import PAD_IDX, LMLoader, SortishSampler, SortSampler, TextClasLoader, TextDataset
+
+__all__ = ["TextDataBunch", "TextLMDataBunch", "TextClasDataBunch", "load_data"]
+
+_FORMAT = "raylessons.text_data"
+
+
+class TextDataBunch(DeviceBatch):
+    """Numericalized train/valid texts, a vocab and their loaders; LM and classifier bunches batch differently."""
+
+    default_bs = 64
+
+    def __init__(self, train_ds: TextDataset, valid_ds: TextDataset, bs: int | None = None,
+                 val_bs: int | None = None, num_workers: int = 0, path: str | Path = ".",
+                 seed: int | None = None):
+        self.train_ds, self.valid_ds, self.test_ds = train_ds, valid_ds, None
+        self.bs = bs or self.default_bs
+        self.val_bs, self.num_workers, self.path = val_bs or self.bs, num_workers, Path(path)
+        # the shuffling seed: drawn from torch's generator unless given, so torch.manual_seed fixes it
+        self.seed = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else int(seed)
+        self.size, self.rank, self.world_size = None, 0, 1
+        self._build_loaders()
+
+    @classmethod
+    def from_label_lists(cls, src, bs: int | None = None, val_bs: int | None = None, num_workers: int = 0,
+                         path: str | Path | None = None, **kwargs) -> "TextDataBunch":
+        """Tokenize and numericalize labelled text lists (once per split) and batch them."""
+        train_ids, valid_ids, vocab = numericalize_lists(src)
+        return cls.from_ids(train_ids, valid_ids, vocab, src.train_label, src.valid_label, bs=bs, val_bs=val_bs,
+                            num_workers=num_workers, path=path or src.path, **kwargs)
+
+    @classmethod
+    def from_ids(cls, train_ids, valid_ids, vocab: Vocab, train_label: Label, valid_label: Label,
+                 **kwargs) -> "TextDataBunch":
+        """A bunch of the kind the labels call for (LM or classifier) over already numericalized texts."""
+        target = TextLMDataBunch if train_label.kind == "lm" else TextClasDataBunch
+        if not issubclass(target, cls):
+            raise ConfigError(f"{cls.__name__} cannot hold {train_label.kind!r} labels; use {target.__name__} "
+                              f"(or label_for_lm / label_from_folder to match)")
+        if train_label.kind == "lm":
+            train_label, valid_label = LMLabel(len(train_ids), vocab), LMLabel(len(valid_ids), vocab)
+        elif train_label.kind != "category":
+            raise ConfigError(f"text classifiers take category labels, got {train_label.kind!r}")
+        return target(TextDataset(train_ids, train_label, vocab), TextDataset(valid_ids, valid_label, vocab),
+                      **kwargs)
+
+    # ----- what the learner and exports need
+    @property
+    def vocab(self) -> Vocab:
+        return self.train_ds.vocab
+
+    @property
+    def label(self) -> Label:
+        return self.train_ds.label
+
+    @property
+    def classes(self):
+        return self.label.classes
+
+    @property
+    def c(self) -> int:
+        return self.label.c
+
+    @property
+    def loss_func(self):
+        return self.label.loss_func()
+
+    def distributed(self, rank: int, world_size: int, seed: int = 0) -> "TextDataBunch":
+        """Shard for DDP: every rank gets distinct, shuffled train data and the same number of batches."""
+        if not 0 <= rank < world_size:
+            raise ConfigError(f"rank must be in [0, {world_size}), got {rank}")
+        self.rank, self.world_size, self.seed = rank, world_size, int(seed)
+        self._build_loaders()
+        return self
+
+    def one_batch(self, train: bool = False):
+        """The first batch of the train or valid loader (on the CPU)."""
+        return next(iter(self.train_dl if train else self.valid_dl))
+
+    def export_meta(self) -> dict:
+        """JSON-able facts inference needs: label kind, classes, the vocab (itos), padding and bptt."""
+        return {"label_kind": self.label.kind, "classes": list(self.classes or []), "size": None,
+                "normalize": None, "vocab_size": len(self.vocab), "itos": list(self.vocab.itos),
+                "pad_idx": PAD_IDX, **self._options()}
+
+    def _options(self) -> dict:
+        return {}
+
+    def show_batch(self, rows: int = 5, train: bool = True, max_len: int = 40, show: bool = True) -> pd.DataFrame:
+        """A table of the first `rows` texts of a batch (tokens, padding stripped) with their targets."""
+        xb, yb = self.one_batch(train=train)
+        table = pd.DataFrame(self._show_rows(xb[:rows], yb[:rows], max_len))
+        if show:
+            print(table.to_string(index=False))
+        return table
+
+    def _ids_text(self, ids: torch.Tensor, max_len: int) -> str:
+        ids = ids[ids != PAD_IDX].tolist()
+        more = " ..." if len(ids) > max_len else ""
+        return self.vocab.textify(ids[:max_len]) + more
+
+    # ----- saving without pickle
+    def save(self, fname: str | Path = "data_save.json") -> Path:
+        """Write `path/fname` (JSON: kind, vocab, labels, options) and the ids beside it as tensors."""
+        file = self.path / fname
+        ids_file = file.with_suffix(".ids.pt")
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {}
+        for split, ds in (("train", self.train_ds), ("valid", self.valid_ds)):
+            flat = np.concatenate(ds.ids) if ds.ids else np.zeros(0, dtype=np.int32)
+            tensors[f"{split}_ids"] = torch.from_numpy(flat.astype(np.int32))
+            tensors[f"{split}_lengths"] = torch.from_numpy(ds.lengths)
+        meta = {"format": _FORMAT, "version": 1, "label_kind": self.label.kind, "itos": list(self.vocab.itos),
+                "classes": list(self.classes or []), "options": self._options(), "ids_file": ids_file.name,
+                "train_labels": self._raw_labels(self.train_ds), "valid_labels": self._raw_labels(self.valid_ds)}
+        torch.save(tensors, ids_file.with_name(ids_file.name + ".tmp"))
+        file.with_name(file.name + ".tmp").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+        ids_file.with_name(ids_file.name + ".tmp").replace(ids_file)
+        file.with_name(file.name + ".tmp").replace(file)
+        return file
+
+    def _raw_labels(self, ds: TextDataset) -> list:
+        return [] if self.label.kind == "lm" else list(ds.label.raw)  # LM labels are dummies
+
+    # ----- fastai's factories: TextList options (vocab, max_vocab, min_freq=2, n_workers, cache_dir) in kwargs
+    @classmethod
+    def from_folder(cls, path: str | Path, train: str = "train", valid: str = "valid",
+                    classes: list | None = None, **kwargs) -> "TextDataBunch":
+        """Texts in `path/train` and `path/valid`, labelled by folder (or for the LM with TextLMDataBunch)."""
+        items = TextList.from_folder(path, include=[train, valid], **_list_options(kwargs))
+        return cls._from_split(items.split_by_folder(train=train, valid=valid), classes, None, **kwargs)
+
+    @classmethod
+    def from_df(cls, path: str | Path, train_df: pd.DataFrame, valid_df: pd.DataFrame, text_cols=1, label_cols=0,
+                classes: list | None = None, **kwargs) -> "TextDataBunch":
+        """Texts (column `text_cols`) and labels (column `label_cols`) from a train and a valid dataframe."""
+        df = pd.concat([train_df, valid_df], ignore_index=True)
+        items = TextList.from_df(df, path, cols=text_cols, **_list_options(kwargs))
+        return cls._from_split(items.split_by_idx(range(len(train_df), len(df))), classes, label_cols, **kwargs)
+
+    @classmethod
+    def from_csv(cls, path: str | Path, csv_name: str, text_cols=1, label_cols=0,
+                 valid_col: str | None = "is_valid", valid_pct: float = 0.2, seed: int | None = None,
+                 classes: list | None = None, delimiter: str = ",", header: str | int | None = "infer",
+                 **kwargs) -> "TextDataBunch":
+        """`path/csv_name`: rows with a true `valid_col` cell validate (no such column: a random valid_pct)."""
+        items = TextList.from_csv(path, csv_name, cols=text_cols, header=header, delimiter=delimiter,
+                                  **_list_options(kwargs))
+        if valid_col is not None and valid_col in items.df.columns:
+            split = items.split_from_df(valid_col)
+        else:
+            split = items.split_by_rand_pct(valid_pct, seed=seed)
+        return cls._from_split(split, classes, label_cols, seed=seed, **kwargs)
+
+    @classmethod
+    def _from_split(cls, split, classes, label_cols, **kwargs) -> "TextDataBunch":
+        if issubclass(cls, TextLMDataBunch):
+            src = split.label_for_lm()
+        elif label_cols is None:
+            src = split.label_from_folder(classes=classes)
+        else:
+            src = split.label_from_df(label_cols, classes=classes)
+        return cls.from_label_lists(src, **kwargs)
+
+
+def _list_options(kwargs: dict) -> dict:
+    """Move the TextList options out of `kwargs`; the factories' vocab default is fastai's min_freq=2."""
+    options = {"min_freq": 2}
+    options.update({k: kwargs.pop(k) for k in ("vocab", "max_vocab", "min_freq", "n_workers", "cache_dir")
+                    if k in kwargs})
+    return options
+
+
+class TextLMDataBunch(TextDataBunch):
+    """Language-model batches: (bs, bptt) windows of one token stream, targets shifted by one token."""
+
+    def __init__(self, train_ds, valid_ds, bptt: int = 70, **kwargs):
+        self.bptt = bptt
+        super().__init__(train_ds, valid_ds, **kwargs)
+
+    def _build_loaders(self) -> None:
+        self.train_dl = LMLoader(self.train_ds, self.bs, self.bptt, shuffle=True, seed=self.seed, rank=self.rank,
+                                 world_size=self.world_size, equal_batches=True)
+        self.valid_dl = LMLoader(self.valid_ds, self.val_bs, self.bptt, shuffle=False, rank=self.rank,
+                                 world_size=self.world_size, equal_batches=False)
+
+    def _options(self) -> dict:
+        return {"bptt": self.bptt}
+
+    def _show_rows(self, xb, yb, max_len):
+        return [{"idx": i, "text": self._ids_text(x, max_len)} for i, x in enumerate(xb)]
+
+    def __repr__(self) -> str:
+        return (f"TextLMDataBunch(train {len(self.train_ds)} texts, valid {len(self.valid_ds)}, "
+                f"vocab {len(self.vocab)}, bs={self.bs}, bptt={self.bptt})")
+
+
+class TextClasDataBunch(TextDataBunch):
+    """Classifier batches: sortish train batches (drop_last), valid sorted by length, padded at the start."""
+
+    default_bs = 32
+
+    def __init__(self, train_ds, valid_ds, pad_idx: int = PAD_IDX, pad_first: bool = True, **kwargs):
+        self.pad_idx, self.pad_first = pad_idx, pad_first
+        super().__init__(train_ds, valid_ds, **kwargs)
+
+    def _build_loaders(self) -> None:
+        n_train = len(self.train_ds) // self.world_size
+        if 0 < n_train < self.bs:  # fastai drops the last partial batch: with fewer items nothing would train
+            self.bs = n_train
+        train = SortishSampler(self.train_ds.lengths, self.bs, self.seed, self.rank, self.world_size)
+        valid = SortSampler(self.valid_ds.lengths, self.val_bs, self.rank, self.world_size)
+        opts = dict(pad_idx=self.pad_idx, pad_first=self.pad_first, num_workers=self.num_workers)
+        self.train_dl = TextClasLoader(self.train_ds, train, **opts)
+        self.valid_dl = TextClasLoader(self.valid_ds, valid, **opts)
+
+    def _options(self) -> dict:
+        return {"pad_idx": self.pad_idx, "pad_first": self.pad_first}
+
+    def _show_rows(self, xb, yb, max_len):
+        return [{"text": self._ids_text(x, max_len), "target": self.classes[int(y)]} for x, y in zip(xb, yb)]
+
+    def __repr__(self) -> str:
+        return (f"TextClasDataBunch(train {len(self.train_ds)}, valid {len(self.valid_ds)}, "
+                f"classes={self.classes}, vocab {len(self.vocab)}, bs={self.bs})")
+
+
+def load_data(path: str | Path, fname: str | Path = "data_save.json", bs: int | None = None,
+              **kwargs) -> TextDataBunch:
+    """A text bunch written by `save`, rebuilt without re-tokenizing (tensors loaded with weights_only)."""
+    file = Path(path) / fname
+    try:
+        meta = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError("saved data not found", file) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"not a saved text bunch (JSON expected): {e}", file) from None
+    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+        raise DataError(f"not a saved text bunch (format {_FORMAT!r} expected)", file)
+    missing = [k for k in ("label_kind", "itos", "classes", "ids_file", "train_labels", "valid_labels")
+               if k not in meta]
+    if missing:
+        raise DataError(f"saved text bunch lacks keys {missing}", file)
+    ids_file = file.with_name(meta["ids_file"])
+    if not ids_file.is_file():
+        raise DataError("the ids file beside it is missing", ids_file)
+    tensors = torch.load(ids_file, map_location="cpu", weights_only=True)
+    ids = {}
+    for split in ("train", "valid"):
+        lengths = tensors[f"{split}_lengths"].tolist()
+        flat = tensors[f"{split}_ids"].numpy()
+        ids[split] = np.split(flat, np.cumsum(lengths)[:-1]) if lengths else []
+    vocab = Vocab(meta["itos"])
+    if meta["label_kind"] == "lm":
+        labels = (LMLabel(len(ids["train"])), LMLabel(len(ids["valid"])))
+    else:
+        labels = (CategoryLabel(meta["train_labels"], meta["classes"]),
+                  CategoryLabel(meta["valid_labels"], meta["classes"]))
+    options = {**meta.get("options", {}), **kwargs}
+    return TextDataBunch.from_ids(ids["train"], ids["valid"], vocab, *labels, bs=bs, path=path, **options)
+
