@@ -180,6 +180,8 @@ class Learner:
         """(valid loss, metrics) averaged over the samples, summed across DDP ranks when distributed."""
         dl = dl if dl is not None else self.data.valid_dl
         self.model.eval()
+        if hasattr(self.model, "reset"):  # stateful (RNN) models read the validation set from a fresh state
+            self.model.reset()
         totals = torch.zeros(1 + len(self.metrics), dtype=torch.float64)
         count = 0
         for xb, yb in dl:

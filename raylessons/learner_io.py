@@ -116,7 +116,12 @@ def predict(self, item, **kwargs):
 
     predictor = getattr(self, "_predictor", None)
     if predictor is None or predictor.model is not self.model:
-        predictor = self._predictor = Predictor.from_learner(self)
+        if self.model_meta.get("kind") == "awd_lstm_clas":
+            from .text.predict import TextPredictor
+
+            predictor = self._predictor = TextPredictor.from_learner(self)
+        else:
+            predictor = self._predictor = Predictor.from_learner(self)
     return predictor.predict(item, **kwargs)
 
 

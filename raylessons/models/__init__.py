@@ -43,3 +43,21 @@ def build_model(spec: dict) -> tuple[nn.Module, Callable]:
     if kind not in _BUILDERS:
         raise ValueError(f"unknown model kind {kind!r} in export metadata; known: {sorted(_BUILDERS)}")
     return _BUILDERS[kind](spec)
+
+
+@register_model("awd_lstm_lm")
+def _build_awd_lstm_lm(spec: dict):
+    from .awd_lstm import AWDLSTMConfig, awd_lstm_lm_split, get_language_model
+
+    cfg = AWDLSTMConfig(**spec["config"])
+    return get_language_model(spec["vocab_size"], cfg, spec.get("drop_mult", 1.0)), awd_lstm_lm_split
+
+
+@register_model("awd_lstm_clas")
+def _build_awd_lstm_clas(spec: dict):
+    from .awd_lstm import AWDLSTMConfig, awd_lstm_clas_split, get_text_classifier
+
+    cfg = AWDLSTMConfig(**spec["config"])
+    model = get_text_classifier(spec["vocab_size"], spec["n_class"], cfg, spec.get("drop_mult", 1.0),
+                                spec.get("bptt", 70), spec.get("max_len", 1400), spec.get("lin_ftrs"), spec.get("ps"))
+    return model, awd_lstm_clas_split
