@@ -16,7 +16,8 @@ __all__ = ["ROUTE_PATHS", "ServerUnreachable", "predict_files", "iter_prediction
 DEFAULT_URL = "http://127.0.0.1:8000"
 _CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 # task -> URL path (the Serve app's ROUTES; kept here so the client never imports Ray)
-ROUTE_PATHS = {"planet": "/planet", "camvid": "/camvid", "head_pose": "/headpose", "headpose": "/headpose"}
+ROUTE_PATHS = {"planet": "/planet", "camvid": "/camvid", "head_pose": "/headpose", "headpose": "/headpose",
+               "sentiment": "/sentiment"}
 
 
 class ServerUnreachable(RaylessonsError, ConnectionError):

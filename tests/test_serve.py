@@ -83,13 +83,30 @@ def spatial_exports(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="module")
-def server(ray_session, planet_export, spatial_exports) -> str:
+def sentiment_export(tmp_path_factory) -> Path:
+    """An untrained tiny AWD-LSTM classifier export (max_len 20 tokens, to see truncation)."""
+    from raylessons.data.synth.imdb import synth
+    from raylessons.data.text import TextList
+    from raylessons.text_learner import AWD_LSTM, text_classifier_learner
+
+    tmp = tmp_path_factory.mktemp("serve-text")
+    root = synth(tmp / "imdb", n_train=30, n_test=10, n_unsup=0, n_sample=0)
+    data = (TextList.from_folder(root).split_by_folder(valid="test")
+            .label_from_folder(classes=["neg", "pos"]).databunch(bs=8))
+    learn = text_classifier_learner(data, AWD_LSTM, config=dict(emb_sz=16, n_hid=24, n_layers=2), max_len=20,
+                                    bptt=10)
+    return learn.export(tmp / "sentiment-export")
+
+
+@pytest.fixture(scope="module")
+def server(ray_session, planet_export, spatial_exports, sentiment_export) -> str:
     """The app at http://127.0.0.1:<free port>, with a small body limit for the 413 tests."""
     from ray import serve
 
     from raylessons.serving import start
 
-    exports = {"planet": str(planet_export[0]), **{t: str(e[0]) for t, e in spatial_exports.items()}}
+    exports = {"planet": str(planet_export[0]), **{t: str(e[0]) for t, e in spatial_exports.items()},
+               "sentiment": str(sentiment_export)}
     url = start(exports, port=_free_port(), max_body_bytes=MAX_BODY, batch_wait_timeout_s=0.05)
     yield url
     serve.shutdown()
@@ -259,6 +276,49 @@ def test_client_talks_to_every_route(server, spatial_exports):
     assert row["encoding"] == "rle" and sum(n for _, n in row["mask"]) == row["height"] * row["width"]
 
 
+# --- sentiment ---
+
+@pytest.mark.ray
+def test_sentiment_answers_one_text_or_a_list(client, sentiment_export):
+    from raylessons.text.predict import TextPredictor
+
+    local = TextPredictor.from_export(sentiment_export)
+    text = "The acting was great but the plot was dull."
+    r = client.post("/sentiment", json={"text": text})
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    label, _, probs = local.predict(text)
+    assert answer["label"] == label and answer["truncated"] is False and 5 < answer["tokens"] <= 20
+    assert list(answer["probs"].values()) == pytest.approx(probs.tolist(), abs=1e-5)
+    texts = [text, "I hardly liked it.", "Not bad at all! " * 10]
+    many = client.post("/sentiment", json={"texts": texts}).json()["predictions"]
+    assert [m["label"] for m in many] == [local.predict(t)[0] for t in texts]
+    # batched with longer texts it is padded at the start (fastai's pad_first), which moves the LSTM state a little
+    assert many[0]["probs"] == pytest.approx(answer["probs"], abs=1e-2)
+    assert many[2]["truncated"] is True and many[2]["tokens"] > 20  # cut to the model's max_len (20 here)
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("kwargs, status, error, names", [
+    (dict(json={}), 422, "invalid_body", "exactly one of"),
+    (dict(json={"text": ""}), 422, "empty_text", '"text" is empty'),
+    (dict(json={"texts": ["fine", "  \n "]}), 422, "empty_text", '"texts"[1] is empty'),
+    (dict(json={"texts": []}), 422, "invalid_body", "non-empty list"),
+    (dict(json={"text": 3}), 422, "invalid_body", "must be a string"),
+    (dict(json={"text": "a", "texts": ["b"]}), 422, "invalid_body", "exactly one of"),
+    (dict(json={"text": "a", "lang": "en"}), 422, "invalid_body", "unknown fields ['lang']"),
+    (dict(json={"texts": ["a"] * 65}), 422, "invalid_body", "limit of 64"),
+    (dict(content=b"{not json", headers={"content-type": "application/json"}), 422, "invalid_body", "not JSON"),
+    (dict(content=b"great movie", headers={"content-type": "text/plain"}), 415, "unsupported_media_type",
+     "application/json"),
+], ids=["no-field", "empty", "blank-in-list", "empty-list", "not-string", "both", "unknown-field", "too-many",
+        "malformed", "text-plain"])
+def test_sentiment_rejects_bad_bodies(client, kwargs, status, error, names):
+    r = client.post("/sentiment", **kwargs)
+    assert r.status_code == status, r.text
+    assert r.json()["error"] == error and names in r.json()["detail"], r.json()
+
+
 # --- every client mistake is a 4xx JSON answer naming the problem ---
 
 _JPEG_HALF = "truncated"
@@ -323,8 +383,10 @@ def test_unknown_routes(client, method, path, status, error):
 
 @pytest.mark.ray
 def test_healthz_and_models(client, predictor):
-    assert client.get("/healthz").json() == {"status": "ok", "models": ["camvid", "head_pose", "planet"]}
-    cv, hp, info = client.get("/models").json()["models"]
+    assert client.get("/healthz").json() == {"status": "ok",
+                                             "models": ["camvid", "head_pose", "planet", "sentiment"]}
+    cv, hp, info, st = client.get("/models").json()["models"]
+    assert (st["task"], st["kind"], st["classes"]) == ("sentiment", "category", ["neg", "pos"])
     assert (cv["task"], cv["kind"], cv["size"], len(cv["classes"])) == ("camvid", "segmentation", [32, 48], 32)
     assert (hp["task"], hp["kind"], hp["size"]) == ("head_pose", "points", [24, 32])
     meta = predictor.data.meta
@@ -389,6 +451,11 @@ def test_build_app_validates_exports(planet_export, tmp_path):
     (points / "meta.json").write_text(json.dumps({"model": {}, "label_kind": "points"}))
     with pytest.raises(ConfigError, match="holds a 'points' model; task 'planet' needs 'multi_category'"):
         build_app({"exports": {"planet": str(points)}})
+    image_category = tmp_path / "pets"
+    image_category.mkdir()
+    (image_category / "meta.json").write_text(json.dumps({"model": {"kind": "cnn"}, "label_kind": "category"}))
+    with pytest.raises(ConfigError, match=r"\(cnn\); task 'sentiment' needs 'category' from \['awd_lstm_clas'\]"):
+        build_app({"exports": {"sentiment": str(image_category)}})
     # export_root: relative paths start there; nothing may escape it
     root = export.parent
     assert build_app({"exports": {"planet": export.name}, "export_root": str(root)}) is not None

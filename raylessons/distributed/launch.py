@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..tasks import TASKS, get_task
 
-__all__ = ["add_train_arguments", "parse_size", "load_plan", "run_from_args", "init_ray", "LOCAL_SYSTEM_CONFIG"]
+__all__ = ["add_train_arguments", "parse_size", "parse_sets", "load_plan", "run_from_args", "init_ray", "LOCAL_SYSTEM_CONFIG"]
 
 
 def load_plan(value: str, task: str) -> list:
@@ -65,6 +65,25 @@ def add_train_arguments(parser: argparse.ArgumentParser, task: str | None = None
     parser.add_argument("--storage", default="~/raylessons_results")
     parser.add_argument("--max-failures", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any task option (VALUE parsed as JSON when it can be), e.g. --set drop_mult=0.5")
+
+
+def parse_sets(items: list[str], task: str) -> dict:
+    """{key: value} of --set KEY=VALUE options, checked against the task's Config fields."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(get_task(task).Config)}
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with KEY one of {sorted(fields)}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 # A private local instance on a small machine: no idle pre-started workers and no metrics agent
@@ -98,6 +117,7 @@ def run_from_args(args: argparse.Namespace, task: str | None = None) -> dict:
             task_config[key] = getattr(args, key)
     pretrained = {"true": True, "false": False}.get(str(args.pretrained).lower(), args.pretrained)
     task_config["pretrained"] = pretrained
+    task_config.update(parse_sets(getattr(args, "set", []), task))
     run = TrainRun(task=task, plan=load_plan(args.plan, task), task_config=task_config,
                    name=args.name or f"{task}-{Path(args.data).name}", storage_path=args.storage,
                    num_workers=args.num_workers, use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker,

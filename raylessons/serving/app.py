@@ -26,7 +26,7 @@ from ..errors import ConfigError, DataError
 from ..limits import DEFAULT_THRESHOLD, MAX_PIXELS  # torch-free: the ingress never imports torch
 from . import http
 
-__all__ = ["AppArgs", "ModelConfig", "Route", "ROUTES", "ANSWERS", "ImageModel", "Ingress", "build_app",
+__all__ = ["AppArgs", "ModelConfig", "Route", "ROUTES", "ANSWERS", "ImageModel", "TextModel", "Ingress", "build_app",
            "answer_multi_label", "answer_segmentation", "answer_points", "run_lengths", "parse_query",
            "ThresholdQuery", "MaskQuery", "NoQuery"]
 
@@ -166,8 +166,27 @@ def _cpu_share() -> int:
     return max(1, math.ceil(cpus))
 
 
+class _BatchedModel:
+    """What every model deployment shares: live batching/thread settings and one batched forward."""
+
+    predictor: Any
+
+    def reconfigure(self, user_config: dict) -> None:
+        """Apply a `ModelConfig` (batch size, batch wait, torch threads)."""
+        import torch
+
+        cfg = ModelConfig.model_validate(user_config or {})
+        torch.set_num_threads(cfg.threads or _cpu_share())
+        self._forward.set_max_batch_size(cfg.max_batch_size)
+        self._forward.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def _forward(self, xs: list) -> list:
+        return list(self.predictor.forward(xs))  # (B, ...) -> B rows, in request order
+
+
 @serve.deployment(max_ongoing_requests=32, ray_actor_options={"num_cpus": 1})
-class ImageModel:
+class ImageModel(_BatchedModel):
     """One image model: decode + validation preprocessing per request, batched forward, per-request answer.
 
     Decoding happens here rather than in the ingress: `Predictor.preprocess` (the validation transforms)
@@ -187,15 +206,6 @@ class ImageModel:
         self.answer, self.max_pixels = ANSWERS[self.predictor.kind], max_pixels
         self.reconfigure({})
 
-    def reconfigure(self, user_config: dict) -> None:
-        """Apply a `ModelConfig` (batch size, batch wait, torch threads)."""
-        import torch
-
-        cfg = ModelConfig.model_validate(user_config or {})
-        torch.set_num_threads(cfg.threads or _cpu_share())
-        self._forward.set_max_batch_size(cfg.max_batch_size)
-        self._forward.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
-
     async def __call__(self, body: bytes, query: dict | None = None) -> Any:
         """The answer for one encoded image, or the ApiError saying why it is not one."""
         from ..data.imageio import decode_image_bytes
@@ -207,9 +217,36 @@ class ImageModel:
         row = await self._forward(x)  # (C,) or (C, h, w)
         return self.answer(self.predictor, row, size, **(query or {}))
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def _forward(self, xs: list) -> list:
-        return list(self.predictor.forward(xs))  # (B, C) -> B rows, in request order
+
+@serve.deployment(max_ongoing_requests=32, ray_actor_options={"num_cpus": 1})
+class TextModel(_BatchedModel):
+    """A text classifier: tokenize + numericalize per request, every text batched with other requests' texts.
+
+    Texts longer than the model's `max_len` tokens (1400 for the lesson's classifier) are cut to their first
+    `max_len` tokens; the answer says so with `"truncated": true`.
+    """
+
+    def __init__(self, export_dir: str, max_pixels: int = MAX_PIXELS):
+        from ..text.predict import TextPredictor
+
+        self.predictor = TextPredictor.from_export(export_dir)
+        self.reconfigure({})
+
+    async def __call__(self, body: dict, query: dict | None = None) -> Any:
+        """`{"label", "probs", "tokens", "truncated"}` per text (`{"predictions": [...]}` for a `texts` list)."""
+        import asyncio
+
+        try:
+            prepared = [self.predictor.prepare(text) for text in body["texts"]]
+        except DataError as e:
+            return http.ApiError(422, "empty_text", str(e))
+        rows = await asyncio.gather(*(self._forward(ids) for ids, _ in prepared))
+        answers = []
+        for (ids, n_tokens), row in zip(prepared, rows):
+            label, _, probs = self.predictor.decode(row)
+            answers.append({"label": label, "probs": dict(zip(self.predictor.classes, probs.tolist())),
+                            "tokens": n_tokens, "truncated": n_tokens > len(ids)})
+        return answers[0] if body["single"] else {"predictions": answers}
 
 
 # --- the route table: task -> what its export must hold, which deployment serves it, how to read bodies ---
@@ -223,12 +260,14 @@ class Route:
     read: Callable[[Request, int], Awaitable[bytes]]    # (request, max_body_bytes) -> what the model takes
     query: type[BaseModel] = NoQuery                    # the query parameters the route accepts
     path: str = ""                                      # URL path (default /<task>)
+    model_kinds: tuple = ()                             # when set, the export's model kind must be one of these
 
 
 ROUTES: dict[str, Route] = {
     "planet": Route("multi_category", ImageModel, http.read_image_body, ThresholdQuery),
     "camvid": Route("segmentation", ImageModel, http.read_image_body, MaskQuery),
     "head_pose": Route("points", ImageModel, http.read_image_body, NoQuery, path="/headpose"),
+    "sentiment": Route("category", TextModel, http.read_text_body, NoQuery, model_kinds=("awd_lstm_clas",)),
 }
 
 
@@ -319,9 +358,12 @@ def build_app(args: AppArgs) -> Application:
             raise ConfigError(f"unknown task {task!r}; known tasks: {sorted(ROUTES)}")
         route, export = ROUTES[task], resolve_export(task, path, args.export_root)
         meta = read_export_meta(export)  # missing/malformed export: fail now, not in a replica
-        if meta["label_kind"] != route.label_kind:
-            raise ConfigError(f"export {export} holds a {meta['label_kind']!r} model; "
-                              f"task {task!r} needs {route.label_kind!r}")
+        model_kind = meta["model"].get("kind") if isinstance(meta["model"], dict) else None
+        if meta["label_kind"] != route.label_kind or (route.model_kinds and model_kind not in route.model_kinds):
+            kind = f" ({model_kind})" if route.model_kinds else ""
+            wanted = f" from {list(route.model_kinds)}" if route.model_kinds else ""
+            raise ConfigError(f"export {export} holds a {meta['label_kind']!r} model{kind}; "
+                              f"task {task!r} needs {route.label_kind!r}{wanted}")
         # max_ongoing_requests >= batch size, or batches never fill (Serve's default of 5 collapses under load)
         handles[task] = route.model.options(
             name=task, max_ongoing_requests=max(32, args.max_batch_size),

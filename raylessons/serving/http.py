@@ -12,7 +12,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 __all__ = ["ApiError", "BinaryAnswer", "IMAGE_TYPES", "MULTIPART", "error_response", "install_error_handlers", "media_type",
-           "check_content_type", "check_content_length", "read_limited", "first_file", "read_image_body"]
+           "check_content_type", "check_content_length", "read_limited", "first_file", "read_image_body",
+           "read_text_body", "MAX_TEXTS"]
 
 IMAGE_TYPES = ("image/jpeg", "image/png", "application/octet-stream")
 MULTIPART = "multipart/form-data"
@@ -158,3 +159,38 @@ async def read_image_body(request: Request, max_bytes: int) -> bytes:
     if not body:
         raise ApiError(400, "bad_image", "empty body: expected a JPEG or PNG image")
     return body
+
+
+# at most this many texts in one `{"texts": [...]}` request (each is batched with other requests' texts)
+MAX_TEXTS = 64
+
+
+async def read_text_body(request: Request, max_bytes: int) -> dict:
+    """`{"text": "..."}` or `{"texts": ["...", ...]}` as `{"texts": [...], "single": bool}`; 422 when malformed."""
+    import json
+
+    check_content_type(request.headers, ("application/json",))
+    check_content_length(request.headers, max_bytes)
+    raw = await read_limited(request.stream(), max_bytes)
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ApiError(422, "invalid_body", f'body is not JSON ({e}); send {{"text": "..."}}') from None
+    if not isinstance(body, dict) or ("text" in body) == ("texts" in body):
+        raise ApiError(422, "invalid_body", 'send a JSON object with exactly one of "text" or "texts"')
+    unknown = sorted(set(body) - {"text", "texts"})
+    if unknown:
+        raise ApiError(422, "invalid_body", f"unknown fields {unknown}; allowed: text, texts")
+    single = "text" in body
+    texts = [body["text"]] if single else body["texts"]
+    if not isinstance(texts, list) or not texts:
+        raise ApiError(422, "invalid_body", '"texts" must be a non-empty list of strings')
+    if len(texts) > MAX_TEXTS:
+        raise ApiError(422, "invalid_body", f'"texts" holds {len(texts)} texts, more than the limit of {MAX_TEXTS}')
+    for i, text in enumerate(texts):
+        where = '"text"' if single else f'"texts"[{i}]'
+        if not isinstance(text, str):
+            raise ApiError(422, "invalid_body", f"{where} must be a string, got {type(text).__name__}")
+        if not text.strip():
+            raise ApiError(422, "empty_text", f"{where} is empty: there is nothing to classify")
+    return {"texts": texts, "single": single}

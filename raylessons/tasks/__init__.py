@@ -5,7 +5,7 @@ import importlib
 
 __all__ = ["TASKS", "get_task"]
 
-TASKS = ("planet", "camvid", "head_pose")
+TASKS = ("planet", "camvid", "head_pose", "imdb_lm", "imdb_clas")
 
 
 def get_task(name: str):
