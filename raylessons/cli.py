@@ -1,4 +1,4 @@
-"""The `raylessons` command: demo, data, train, serve, predict."""
+"""The `raylessons` command: demo, data, train, pretrain-lm, serve, predict."""
 from __future__ import annotations
 
 import argparse
@@ -38,6 +38,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="run a plan on Ray Train")
     add_train_arguments(train)
+
+    pre = sub.add_parser("pretrain-lm", help="pretrain an AWD-LSTM language model on a text corpus (Ray Train); "
+                                             "its export is a `pretrained=` for language_model_learner")
+    pre.add_argument("--corpus", required=True, help="folder of .txt documents (train/ and valid/ or flat)")
+    pre.add_argument("--synth", type=int, default=0, metavar="N_DOCS",
+                     help="first generate an English-like corpus of N_DOCS documents there (offline stand-in for WT103)")
+    pre.add_argument("--epochs", type=int, default=4)
+    pre.add_argument("--lr", type=float, default=3e-3)
+    pre.add_argument("--bs", type=int, default=32)
+    pre.add_argument("--bptt", type=int, default=70)
+    pre.add_argument("--emb-sz", type=int, default=400)
+    pre.add_argument("--n-hid", type=int, default=1152)
+    pre.add_argument("--n-layers", type=int, default=3)
+    pre.add_argument("--drop-mult", type=float, default=0.1)
+    pre.add_argument("--num-workers", type=int, default=1, help="Ray Train workers")
+    pre.add_argument("--use-gpu", action="store_true")
+    pre.add_argument("--storage", default="~/raylessons_results")
+    pre.add_argument("--name", default="pretrain-lm")
 
     serve = sub.add_parser("serve", help="serve export directories over HTTP (blocks)")
     serve.add_argument("--export", action="append", required=True, metavar="TASK=DIR")
@@ -80,6 +98,12 @@ def _run(args: argparse.Namespace) -> int:
         from .distributed.launch import run_from_args
 
         run_from_args(args)
+        return 0
+    if args.command == "pretrain-lm":
+        from .distributed.pretrain import pretrain_lm
+
+        result = pretrain_lm(args)
+        print(json.dumps({"export": result["export"], "metrics": result["metrics"]}, indent=2, default=str))
         return 0
     if args.command == "serve":
         from .serving.local import serve_forever

@@ -165,3 +165,38 @@ def test_sync_batchnorm_keeps_layer_groups_and_freezing():
     group_modules = {id(m) for g in learn.layer_groups for m in g.modules()}
     assert all(id(m) in group_modules for m in modules if isinstance(m, torch.nn.SyncBatchNorm))
     assert {id(p): p.requires_grad for p in learn.model.parameters()} == before
+
+
+def test_ulmfit_chain_on_ray_train(ray_session, tmp_path, capsys):
+    """pretrain-lm on a generated corpus -> LM fine-tuning job on IMDB -> classifier job on 2 DDP workers."""
+    from raylessons.cli import main as cli
+    from raylessons.data.synth.imdb import synth
+
+    imdb = synth(tmp_path / "imdb", n_train=40, n_test=20, n_unsup=10, n_sample=0)
+    small = ["--emb-sz", "16", "--n-hid", "24", "--n-layers", "2"]
+    assert cli(["pretrain-lm", "--corpus", str(tmp_path / "corpus"), "--synth", "40", "--epochs", "1", "--bs", "8",
+                "--bptt", "20", *small, "--storage", str(tmp_path), "--name", "pre"]) == 0
+    pre_meta = json.loads((tmp_path / "pre" / "export" / "meta.json").read_text())
+    assert pre_meta["label_kind"] == "lm" and pre_meta["model"]["config"]["n_hid"] == 24
+
+    rc = _load_job("imdb_lm").main([
+        "--data", str(imdb), "--plan", "smoke", "--bs", "8", "--pretrained", str(tmp_path / "pre" / "export"),
+        "--set", "bptt=20", "--set", 'model={"emb_sz": 16, "n_hid": 24, "n_layers": 2}',
+        "--storage", str(tmp_path), "--name", "lm"])
+    assert rc == 0
+    lm_meta = json.loads((tmp_path / "lm" / "export" / "meta.json").read_text())
+    assert lm_meta["task"] == "imdb_lm" and 0 <= lm_meta["metrics"]["accuracy"] <= 1
+    assert lm_meta["itos"] != pre_meta["itos"]  # the IMDB vocab; the corpus rows were mapped onto it
+
+    rc = _load_job("imdb_clas").main([
+        "--data", str(imdb), "--lm-export", str(tmp_path / "lm" / "export"), "--plan", "smoke", "--bs", "4",
+        "--num-workers", "2", "--storage", str(tmp_path), "--name", "clas"])
+    assert rc == 0
+    learn = load_learner(tmp_path / "clas" / "export")
+    assert learn.export_meta["itos"] == lm_meta["itos"] and learn.export_meta["classes"] == ["neg", "pos"]
+    label, _, probs = learn.predict("It was not good at all.")
+    assert label in ("neg", "pos") and probs.shape == (2,)
+    with pytest.raises(ConfigError, match="lm_export"):
+        from raylessons.tasks import imdb_clas
+
+        imdb_clas.build_source(imdb_clas.Config(data=str(imdb)))

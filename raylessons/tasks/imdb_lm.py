@@ -36,10 +36,10 @@ class Config:
 def build_source(cfg: Config):
     """TextList.from_folder(path).filter_by_folder(include).split_by_rand_pct(0.1).label_for_lm()."""
     path = Path(cfg.data).expanduser()
-    return (TextList.from_folder(path, max_vocab=cfg.max_vocab, min_freq=cfg.min_freq)
-            .filter_by_folder(include=list(cfg.include))
-            .split_by_rand_pct(cfg.valid_pct, seed=cfg.seed)
-            .label_for_lm())
+    items = TextList.from_folder(path, max_vocab=cfg.max_vocab, min_freq=cfg.min_freq)
+    if cfg.include:  # empty: every text under `path` (a flat corpus)
+        items = items.filter_by_folder(include=list(cfg.include))
+    return items.split_by_rand_pct(cfg.valid_pct, seed=cfg.seed).label_for_lm()
 
 
 def build_data(cfg: Config, size=None, src=None, bs: int | None = None):
