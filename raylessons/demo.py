@@ -17,8 +17,9 @@ PLANET_DEMO = dict(n=1200, image_size=64, size=48, bs=32, arch="resnet18", stage
 CAMVID_DEMO = dict(n=100, image_size=(96, 128), size=[48, 64], bs=8, arch="resnet18", lr=1e-2,
                    stage1_epochs=4, stage2_epochs=4)
 # from scratch, localising a head needs more resolution and epochs than the lesson's pretrained 5 epochs
+# (measured: 12 epochs ended at MSE 0.0117, 16 epochs at 0.0033)
 HEAD_POSE_DEMO = dict(frames=20, image_size=(120, 160), size=[96, 128], bs=32, arch="resnet18", lr=5e-3,
-                      epochs=12, ps=0.0)
+                      epochs=16, ps=0.0)
 
 
 def _section(title: str) -> None:
