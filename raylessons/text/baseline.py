@@ -6,14 +6,16 @@ but not where. Exactly:
 
 - features: for every text, the count of each token id in [0, vocab_size) (every id counts, special
   tokens such as xxbos / xxmaj / xxunk included; ids outside the range raise), transformed to
-  log(1 + count) and scaled to unit L2 norm per text (sklearn's ``TfidfVectorizer(use_idf=False,
-  sublinear_tf=True)``). No n-grams: "not good" and "good" differ only by the count of "not".
+  log(1 + count) and scaled to unit L2 norm per text (no idf weighting). No n-grams: "not good" and
+  "good" differ only by the count of "not".
 - model: softmax regression (one weight per token and class, plus a bias per class), which for two
   classes is logistic regression, fitted full-batch with L-BFGS (strong Wolfe line search) for at most
   `epochs` iterations on the mean cross-entropy plus ``l2 / 2 * ||W||²`` (the bias is not penalised).
 - ``l2="auto"`` (the default) picks the penalty from `L2_GRID` on a seeded 20% hold-out of the train
   texts, then refits on all of them; the validation texts are never used to choose anything.
 - result: the share of validation texts whose arg-max class is their label.
+- small problems (< 200k non-zero features) are fitted on one torch thread, restored afterwards: there
+  thread hand-offs cost more than the arithmetic, and far more on a busy machine.
 
 `unigram_accuracy` is the language-model floor: the next-token accuracy of always predicting the most
 frequent train token. The streams are concatenated (lists of documents are joined in order, as the LM
