@@ -1,26 +1,15 @@
 """IMDB sentiment classifier (gradual unfreezing) on Ray Train: `ray job submit --working-dir . -- python jobs/imdb_clas.py ...`."""
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, when not pip-installed
 
-from raylessons.distributed.launch import add_train_arguments, run_from_args
-from raylessons.errors import RaylessonsError
+from raylessons.distributed.launch import job_main
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    add_train_arguments(parser, task="imdb_clas")
-    parser.add_argument("--lm-export", required=True, help="export directory of the fine-tuned LM (jobs/imdb_lm.py)")
-    args = parser.parse_args(argv)
-    args.set.append(f"lm_export={args.lm_export}")
-    try:
-        run_from_args(args, task="imdb_clas")
-    except RaylessonsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return job_main("imdb_clas", argv, __doc__,
+                    required=(("lm_export", "export directory of the fine-tuned LM (jobs/imdb_lm.py)"),))
 
 
 if __name__ == "__main__":

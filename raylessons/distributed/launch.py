@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..tasks import TASKS, get_task
 
-__all__ = ["add_train_arguments", "parse_size", "parse_sets", "load_plan", "run_from_args", "init_ray", "LOCAL_SYSTEM_CONFIG"]
+__all__ = ["job_main", "add_train_arguments", "parse_size", "parse_sets", "load_plan", "run_from_args", "init_ray", "LOCAL_SYSTEM_CONFIG"]
 
 
 def load_plan(value: str, task: str) -> list:
@@ -126,3 +126,28 @@ def run_from_args(args: argparse.Namespace, task: str | None = None) -> dict:
     result = fit_plan(run)
     print(json.dumps({"export": result["export"], "metrics": result["metrics"]}, indent=2, default=str))
     return result
+
+
+def job_main(task: str, argv: list[str] | None = None, description: str | None = None,
+             required: tuple[tuple[str, str], ...] = ()) -> int:
+    """The body of every `jobs/<task>.py`: parse the options, run the plan on Ray Train, print the result.
+
+    `required` adds mandatory task options as flags, e.g. (("lm_export", "help"),) -> `--lm-export DIR`.
+    A RaylessonsError (bad data, plan or config) prints one line and returns 2.
+    """
+    import sys
+
+    from ..errors import RaylessonsError
+
+    parser = argparse.ArgumentParser(description=description)
+    add_train_arguments(parser, task=task)
+    for key, help_text in required:
+        parser.add_argument(f"--{key.replace('_', '-')}", dest=key, required=True, help=help_text)
+    args = parser.parse_args(argv)
+    args.set += [f"{key}={getattr(args, key)}" for key, _ in required]
+    try:
+        run_from_args(args, task=task)
+    except RaylessonsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
