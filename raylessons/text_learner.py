@@ -180,6 +180,16 @@ def resolve_pretrained(pretrained) -> tuple[Path, list[str]] | None:
     raise DataError("pretrained weights not found (give a wt103-fwd folder or a pretrain-lm export)", path)
 
 
+def _load_pretrained(learn: RNNLearner, pretrained) -> RNNLearner:
+    """Load `pretrained` weights (rows mapped onto the data's vocab by token) and freeze; False does nothing."""
+    found = resolve_pretrained(pretrained)
+    if found is not None:
+        weights, itos = found
+        load_lm_checkpoint(learn.model, weights, old_itos=itos, new_itos=learn.data.vocab.itos)
+        learn.freeze()
+    return learn
+
+
 def language_model_learner(data, arch=AWD_LSTM, config: AWDLSTMConfig | dict | None = None, drop_mult: float = 1.0,
                            pretrained=False, metrics=(accuracy,), **learner_kwargs) -> LanguageLearner:
     """An AWD-LSTM language model on `data`; with pretrained weights it is frozen to the embeddings/decoder."""
@@ -191,12 +201,7 @@ def language_model_learner(data, arch=AWD_LSTM, config: AWDLSTMConfig | dict | N
             "drop_mult": drop_mult}
     learn = LanguageLearner(data, model, metrics=list(metrics), splitter=awd_lstm_lm_split, model_meta=spec,
                             **learner_kwargs)
-    found = resolve_pretrained(pretrained)
-    if found is not None:
-        weights, itos = found
-        load_lm_checkpoint(learn.model, weights, old_itos=itos, new_itos=vocab.itos)
-        learn.freeze()
-    return learn
+    return _load_pretrained(learn, pretrained)
 
 
 def text_classifier_learner(data, arch=AWD_LSTM, bptt: int = 70, max_len: int = 70 * 20,
@@ -213,9 +218,4 @@ def text_classifier_learner(data, arch=AWD_LSTM, bptt: int = 70, max_len: int = 
             "lin_ftrs": lin_ftrs, "ps": ps}
     learn = RNNLearner(data, model, metrics=list(metrics), splitter=awd_lstm_clas_split, model_meta=spec,
                        **learner_kwargs)
-    found = resolve_pretrained(pretrained)
-    if found is not None:
-        weights, itos = found
-        load_lm_checkpoint(learn.model, weights, old_itos=itos, new_itos=vocab.itos)
-        learn.freeze()
-    return learn
+    return _load_pretrained(learn, pretrained)
