@@ -1,7 +1,6 @@
 """DataBunch: datasets + DataLoaders + normalisation; what a Learner trains on."""
 from __future__ import annotations
 
-import copy
 import math
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .imageio import open_image
 from .transforms import Pipeline, imagenet_stats
 
-__all__ = ["DataBunch", "DeviceBatch", "LabelledDataset", "ShardSampler"]
+__all__ = ["LabelFacts", "DataBunch", "DeviceBatch", "LabelledDataset", "ShardSampler"]
 
 
 class LabelledDataset(Dataset):
@@ -34,12 +33,6 @@ class LabelledDataset(Dataset):
             return xt, self.label.target(i)
         xt, yt = self.pipeline(x, self.label.pipeline_target(i, tuple(x.shape[-2:])))
         return xt, self.label.finalize(yt, tuple(xt.shape[-2:]))
-
-
-def _with(label, **attrs):
-    new = copy.copy(label)
-    new.__dict__.update(attrs)
-    return new
 
 
 class ShardSampler(Sampler):
@@ -81,7 +74,29 @@ class DeviceBatch:
         return cache[key]
 
 
-class DataBunch(DeviceBatch):
+class LabelFacts:
+    """What the learner and exports read off the train labels (label kind, classes, c, loss), for every bunch."""
+
+    train_ds: Dataset
+
+    @property
+    def label(self):
+        return self.train_ds.label
+
+    @property
+    def classes(self):
+        return self.label.classes
+
+    @property
+    def c(self) -> int:
+        return self.label.c
+
+    @property
+    def loss_func(self):
+        return self.label.loss_func()
+
+
+class DataBunch(LabelFacts, DeviceBatch):
     """Train/valid (and optional test) DataLoaders plus what the learner needs to know of the data."""
 
     def __init__(self, train_ds, valid_ds, test_ds=None, bs: int = 64, val_bs: int | None = None,
@@ -97,16 +112,9 @@ class DataBunch(DeviceBatch):
     def from_label_lists(cls, src, bs=64, val_bs=None, num_workers=0, path=None, **kwargs) -> "DataBunch":
         """Build datasets from a transformed LabelLists."""
         train_tfms, valid_tfms = src.tfms
-        extra = dict(src.tfm_kwargs)
-        train_label, valid_label, kind = src.train_label, src.valid_label, src.train_label.target_kind
-        if kind == "mask":
-            extra.setdefault("mask_fill", train_label.default_mask_fill())
-        if kind == "points":
-            # the label applies the remove_out policy (dropped -> NaN) so that every target keeps K rows
-            remove_out = bool(extra.pop("remove_out", True))
-            train_label, valid_label = (_with(train_label, remove_out=remove_out),
-                                        _with(valid_label, remove_out=remove_out))
-            extra["remove_out"] = False
+        kind = src.train_label.target_kind
+        train_label, extra = src.train_label.for_pipeline(src.tfm_kwargs)
+        valid_label, _ = src.valid_label.for_pipeline(src.tfm_kwargs)
 
         def pipe(tfms, train):
             return Pipeline(list(tfms or []), size=src.size, train=train, target_kind=kind, **extra)
@@ -148,23 +156,6 @@ class DataBunch(DeviceBatch):
             valid_sampler = ShardSampler(len(self.valid_ds), rank, world_size)
             self._build_loaders(train_sampler, valid_sampler)
         return self
-
-    # ----- what the learner and exports need
-    @property
-    def label(self):
-        return self.train_ds.label
-
-    @property
-    def classes(self):
-        return self.label.classes
-
-    @property
-    def c(self) -> int:
-        return self.label.c
-
-    @property
-    def loss_func(self):
-        return self.label.loss_func()
 
     def normalize(self, stats=imagenet_stats) -> "DataBunch":
         """Normalise inputs per channel with (mean, std), applied on the batch's device."""

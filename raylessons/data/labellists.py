@@ -48,7 +48,7 @@ class LabelLists:
         if tfm_y is False and self.train_label.target_kind != "none":
             raise ConfigError(f"{self.train_label.kind} targets must be transformed with their images; "
                               "drop tfm_y=False (or pass tfm_y=True)")
-        allowed = {"mask": {"mask_fill"}, "points": {"remove_out"}}.get(self.train_label.target_kind, set())
+        allowed = self.train_label.pipeline_options
         unknown = sorted(set(kwargs) - allowed)
         if unknown:
             raise ConfigError(f"transform() got unexpected options {unknown} for {self.train_label.kind} "

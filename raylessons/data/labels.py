@@ -34,6 +34,12 @@ class Label:
         """The raw spatial target that moves with the image (masks, points); None for the rest."""
         return None
 
+    pipeline_options: frozenset = frozenset()  # the `transform(...)` keywords this label kind takes
+
+    def for_pipeline(self, options: dict) -> tuple["Label", dict]:
+        """(the label the datasets use, the Pipeline's keywords) for `transform(...)` options."""
+        return self, dict(options)
+
     def finalize(self, transformed, out_size):
         """The training target from a transformed spatial target (spatial label kinds override this)."""
         raise NotImplementedError(f"{type(self).__name__} has no spatial target")

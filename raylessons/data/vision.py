@@ -14,6 +14,7 @@ points loss (`MSELossFlat`) skips NaN targets. `remove_out=False` keeps it, outs
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Sequence
 
@@ -77,9 +78,14 @@ class SegmentationLabel(Label):
     def finalize(self, transformed: torch.Tensor, out_size) -> torch.Tensor:
         return transformed.long()  # (H, W)
 
+    pipeline_options = frozenset({"mask_fill"})
+
     def default_mask_fill(self) -> int:
         """What fills areas brought in from outside the source: Void when there is one."""
         return self.void_code if self.void_code is not None else 0
+
+    def for_pipeline(self, options: dict) -> tuple["SegmentationLabel", dict]:
+        return self, {"mask_fill": self.default_mask_fill(), **options}
 
     def loss_func(self):
         return CrossEntropyFlat(axis=1)
@@ -112,6 +118,15 @@ class PointsLabel(Label):
     @property
     def c(self) -> int:
         return 2 * self.n_points  # the model predicts (row, col) per point
+
+    pipeline_options = frozenset({"remove_out"})
+
+    def for_pipeline(self, options: dict) -> tuple["PointsLabel", dict]:
+        # the label applies the remove_out policy (dropped -> NaN) so that every target keeps K rows
+        options = dict(options)
+        label = copy.copy(self)
+        label.remove_out = bool(options.pop("remove_out", True))
+        return label, {**options, "remove_out": False}
 
     def pipeline_target(self, i: int, image_hw=None) -> torch.Tensor:
         return self.raw[i]
