@@ -88,14 +88,7 @@ class ItemList:
                  header: str | int | None = "infer", delimiter: str = ",", **kwargs) -> "ItemList":
         """Items named in a CSV file (the lesson's `from_csv(path, 'train_v2.csv', folder=..., suffix=...)`)."""
         csv_path = Path(path) / csv_name
-        try:
-            df = pd.read_csv(csv_path, header=header, delimiter=delimiter, dtype=str, keep_default_na=False)
-        except FileNotFoundError:
-            raise DataError("CSV file not found", csv_path) from None
-        except (pd.errors.ParserError, UnicodeDecodeError) as e:
-            raise DataError(f"cannot parse CSV: {e}", csv_path) from None
-        if df.empty:
-            raise DataError("CSV file has no rows", csv_path)
+        df = read_csv(csv_path, header=header, delimiter=delimiter)
         return cls.from_df(df, path, cols=cols, folder=folder, suffix=suffix, where=csv_path, **kwargs)
 
     def _check_exists(self, where) -> "ItemList":
@@ -200,6 +193,19 @@ class ItemList:
 
 class ImageList(ItemList):
     """Items that are image files."""
+
+
+def read_csv(csv_path: Path, header: str | int | None = "infer", delimiter: str = ",") -> pd.DataFrame:
+    """A CSV as strings (nothing turned into NaN); missing, unparsable or empty files raise DataError naming it."""
+    try:
+        df = pd.read_csv(csv_path, header=header, delimiter=delimiter, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise DataError("CSV file not found", csv_path) from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot parse CSV: {e}", csv_path) from None
+    if df.empty:
+        raise DataError("CSV file has no rows", csv_path)
+    return df
 
 
 def _column(df: pd.DataFrame, col, where) -> str:

@@ -23,7 +23,7 @@ from ..errors import ConfigError, DataError
 from ..metrics import CrossEntropyFlat
 from ..text.tokenize import read_text_file, tokenize_texts
 from ..text.vocab import Vocab
-from .block import ItemList, _column
+from .block import ItemList, _column, read_csv
 from .labels import Label
 from .text_loaders import pad_collate
 
@@ -101,14 +101,7 @@ class TextList(ItemList):
                  header: str | int | None = "infer", delimiter: str = ",", **kwargs) -> "TextList":
         """The texts in column `cols` of `path/csv_name` (the lesson's `cols='text'` is the default)."""
         csv_path = Path(path) / csv_name
-        try:
-            df = pd.read_csv(csv_path, header=header, delimiter=delimiter, dtype=str, keep_default_na=False)
-        except FileNotFoundError:
-            raise DataError("CSV file not found", csv_path) from None
-        except (pd.errors.ParserError, UnicodeDecodeError) as e:
-            raise DataError(f"cannot parse CSV: {e}", csv_path) from None
-        if df.empty:
-            raise DataError("CSV file has no rows", csv_path)
+        df = read_csv(csv_path, header=header, delimiter=delimiter)
         return cls.from_df(df, path, cols=cols, vocab=vocab, where=csv_path, **kwargs)
 
     def read_texts(self) -> list[str]:

@@ -11,7 +11,7 @@ import torch
 from ..errors import ConfigError, DataError
 from ..text.vocab import Vocab
 from . import block as _block  # noqa: F401  (loads labels / labellists in the order they need)
-from .bunch import DeviceBatch
+from .bunch import DeviceBatch, LabelFacts
 from .labels import CategoryLabel, Label
 from .text import LMLabel, TextList, numericalize_lists
 from .text_loaders import PAD_IDX, LMLoader, SortishSampler, SortSampler, TextClasLoader, TextDataset
@@ -21,7 +21,7 @@ __all__ = ["TextDataBunch", "TextLMDataBunch", "TextClasDataBunch", "load_data"]
 _FORMAT = "raylessons.text_data"
 
 
-class TextDataBunch(DeviceBatch):
+class TextDataBunch(LabelFacts, DeviceBatch):
     """Numericalized train/valid texts, a vocab and their loaders; LM and classifier bunches batch differently."""
 
     default_bs = 64
@@ -64,22 +64,6 @@ class TextDataBunch(DeviceBatch):
     @property
     def vocab(self) -> Vocab:
         return self.train_ds.vocab
-
-    @property
-    def label(self) -> Label:
-        return self.train_ds.label
-
-    @property
-    def classes(self):
-        return self.label.classes
-
-    @property
-    def c(self) -> int:
-        return self.label.c
-
-    @property
-    def loss_func(self):
-        return self.label.loss_func()
 
     def distributed(self, rank: int, world_size: int, seed: int = 0) -> "TextDataBunch":
         """Shard for DDP: every rank gets distinct, shuffled train data and the same number of batches."""
