@@ -16,6 +16,9 @@ was dull" is negative), and a clause's polarity is its sentiment word's, flipped
 recommend it enough"). Each sentiment word matches its clause's polarity with probability only
 0.5 + `WORD_BIAS`, and the first clause of a contrast leans the other way, so the same words appear
 in both classes and a bag of words stays weak while an order-aware reader gets every review right.
+WORD_BIAS is 0.3, not smaller, so that a language model can learn which words are positive from their
+contexts (a review's words lean its way); at 0.15 the LM embeddings of "great" and "dull" stayed nearly
+equal (cosine ~0.97) and a classifier on them plateaued at chance for epochs (the notes of issue 4).
 Neutral plot sentences, HTML (`<br /><br />`, `&amp;`, `&#39;`, `&quot;`), ALL CAPS, Capitalised
 words, stretched words (`sooooo`), repeated words and varied lengths (some several hundred words)
 make the text look like IMDB.
@@ -42,7 +45,7 @@ __all__ = [
 ]
 
 P_AGREE = 0.8  # chance that a non-verdict opinion sentence agrees with the review's label
-WORD_BIAS = 0.15  # a sentiment word matches its clause's polarity with probability 0.5 + WORD_BIAS
+WORD_BIAS = 0.3  # a sentiment word matches its clause's polarity with probability 0.5 + WORD_BIAS
 
 # sentiment words by polarity (+1 / -1); each category has the same number of each polarity
 ADJ = {1: "great good brilliant wonderful superb excellent enjoyable gripping moving funny clever beautiful "
