@@ -74,7 +74,11 @@ class DocSampler(_Epochs):
         if self.world_size == 1 or n == 0:
             return [order] * self.world_size
         cum = np.cumsum(self.lengths[order])
-        cuts = np.searchsorted(cum, cum[-1] * np.arange(1, self.world_size) / self.world_size) + 1
+        targets = cum[-1] * np.arange(1, self.world_size) / self.world_size
+        straddle = np.searchsorted(cum, targets)  # the document that crosses each target
+        before = np.where(straddle > 0, cum[np.maximum(straddle - 1, 0)], 0)
+        # cut at whichever edge of that document is nearer the target: shares differ by <= one document
+        cuts = np.where(targets - before < cum[straddle] - targets, straddle, straddle + 1)
         for r in range(len(cuts)):  # every shard keeps at least one document
             lo = cuts[r - 1] + 1 if r else 1
             cuts[r] = min(max(cuts[r], lo), n - (self.world_size - 1 - r))
