@@ -49,7 +49,10 @@ def predict_files(task: str, url: str, paths: Iterable[str | Path], timeout: flo
 
 def iter_predictions(task: str, url: str, paths: Iterable[str | Path], timeout: float = 60,
                      threshold: float | None = None, params: dict | None = None) -> Iterator[dict]:
-    """`predict_files`, one answer at a time as it arrives (CamVid masks come back as run-length JSON)."""
+    """`predict_files`, one answer at a time as it arrives (CamVid masks come back as run-length JSON).
+
+    For `sentiment` each file is a text (a review), posted as `{"text": ...}`.
+    """
     params = dict(params or {})
     if threshold is not None:
         params["threshold"] = threshold
@@ -64,9 +67,12 @@ def iter_predictions(task: str, url: str, paths: Iterable[str | Path], timeout: 
             except OSError as e:
                 yield {"file": str(path), "error": "unreadable_file", "detail": str(e)}
                 continue
+            content_type = _content_type(path)
+            if task == "sentiment":  # a review file is sent as {"text": ...} (bad UTF-8 bytes replaced)
+                body = json.dumps({"text": body.decode("utf-8", errors="replace")}).encode()
+                content_type = "application/json"
             try:
-                r = client.post(route, content=body, params=params,
-                                headers={"content-type": _content_type(path)})
+                r = client.post(route, content=body, params=params, headers={"content-type": content_type})
             except (httpx.ConnectError, httpx.ConnectTimeout) as e:
                 raise ServerUnreachable(f"cannot reach {url} ({e}); start the server first, e.g. "
                                         f"`serve run serve/config.yaml` or `raylessons serve --export "
@@ -84,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--url", default=DEFAULT_URL, help=f"the server's base URL (default {DEFAULT_URL})")
     parser.add_argument("--threshold", type=float, default=None, help="override the model's threshold (0..1)")
     parser.add_argument("--timeout", type=float, default=60, help="seconds to wait for each answer")
-    parser.add_argument("files", nargs="+", metavar="IMG")
+    parser.add_argument("files", nargs="+", metavar="FILE", help="images, or text files for --task sentiment")
     return parser
 
 

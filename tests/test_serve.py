@@ -267,9 +267,18 @@ def test_spatial_routes_reject_bad_requests(client, path, params, status, error,
 
 
 @pytest.mark.ray
-def test_client_talks_to_every_route(server, spatial_exports):
+def test_client_talks_to_every_route(server, spatial_exports, sentiment_export, tmp_path):
     from raylessons.client import predict_files
+    from raylessons.text.predict import TextPredictor
 
+    review, latin1 = tmp_path / "0_9.txt", tmp_path / "1_2.txt"
+    review.write_text("The acting was great but the plot was dull.", encoding="utf-8")
+    latin1.write_bytes("A caf\xe9 scene , not good .".encode("latin-1"))  # not UTF-8: replaced, still answered
+    local = TextPredictor.from_export(sentiment_export)
+    rows = predict_files("sentiment", server, [review, latin1])
+    assert [r["label"] for r in rows] == [local.predict(review.read_text())[0],
+                                          local.predict("A caf\ufffd scene , not good .")[0]]
+    assert all(set(r) == {"file", "label", "probs", "tokens", "truncated"} for r in rows)
     (row,) = predict_files("head_pose", server, spatial_exports["head_pose"][1][:1])
     assert set(row) == {"file", "row", "col"}
     (row,) = predict_files("camvid", server, spatial_exports["camvid"][1][:1])
