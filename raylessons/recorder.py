@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from .callbacks.core import Callback
-from .schedule import SmoothenValue
+from .schedule import SliceSuggestion, SmoothenValue, suggest_slice
 
-__all__ = ["Recorder", "suggest_lr"]
+__all__ = ["Recorder", "suggest_lr", "plot_finder"]
 
 log = logging.getLogger("raylessons")
 
@@ -105,6 +105,13 @@ class Recorder(Callback):
         _save(fig, path)
         return result
 
+    def plot_slice(self, path: str | Path, stage1_lr: float, divisor: float = 5.0, skip_start: int = 10,
+                   skip_end: int = 5) -> SliceSuggestion:
+        """The unfrozen-stage finder curve with `suggest_slice`'s knee and slice(lower, upper) marked."""
+        sug = suggest_slice(self.lrs, self.losses, stage1_lr, divisor, skip_start, skip_end)
+        plot_finder(self.lrs, self.losses, path, slice_suggestion=sug, skip_start=skip_start, skip_end=skip_end)
+        return sug
+
     def plot_losses(self, path: str | Path = "losses.png") -> Path:
         """Smoothed train loss per batch and validation loss at each epoch's end."""
         plt = _pyplot()
@@ -139,6 +146,37 @@ class Recorder(Callback):
             ax.plot([m[i] for m in self.metrics])
             ax.set(xlabel="Epoch", ylabel=self.metric_names[i])
         return _save(fig, path)
+
+
+def plot_finder(lrs, losses, path: str | Path, *, steepest: float | None = None,
+                slice_suggestion: SliceSuggestion | None = None, skip_start: int = 10, skip_end: int = 5) -> Path:
+    """A saved LR-finder curve (trimmed as `Recorder.plot` does, non-finite losses left out) as a PNG, with
+    the frozen-stage steepest lr and/or the unfrozen-stage slice (knee dot, lower/upper lines) marked."""
+    plt = _pyplot()
+    lrs, losses = np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float)
+    end = len(lrs) - skip_end if skip_end else len(lrs)
+    lrs, losses = lrs[skip_start:end], losses[skip_start:end]
+    losses = np.where(np.isfinite(losses), losses, np.nan)
+    fig, ax = plt.subplots()
+    ax.plot(lrs, losses)
+    ax.set(xscale="log", xlabel="Learning Rate", ylabel="Loss")
+
+    def dot(lr, color, label):
+        i = int(np.argmin(np.abs(np.log(lrs) - np.log(lr))))
+        ax.plot(lrs[i], losses[i], "o", color=color, label=f"{label} {lr:.2e}")
+
+    if steepest is not None:
+        dot(steepest, "tab:orange", "steepest")
+    if slice_suggestion is not None:
+        s = slice_suggestion
+        if s.knee is not None:
+            dot(s.knee, "red", "knee")
+        ax.axvspan(s.lower, s.upper, color="tab:green", alpha=0.15)
+        ax.axvline(s.lower, color="tab:green", linestyle="--", label=f"lower {s.lower:.2e}")
+        ax.axvline(s.upper, color="tab:purple", linestyle="--", label=f"upper {s.upper:.2e}")
+    if steepest is not None or slice_suggestion is not None:
+        ax.legend()
+    return _save(fig, path)
 
 
 def _pyplot():

@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 
+from .errors import ConfigError
+
 __all__ = [
     "DEFAULT_LR", "lr_range", "even_mults", "annealing_cos", "annealing_exp", "Scheduler",
-    "one_cycle_schedule", "lr_find_schedule", "SmoothenValue",
+    "one_cycle_schedule", "lr_find_schedule", "SmoothenValue", "SliceSuggestion", "find_knee",
+    "suggest_slice",
 ]
 
 # fastai v1's defaults.lr: what fit_one_cycle uses when no max_lr is given
@@ -114,3 +117,90 @@ class SmoothenValue:
         self.mov_avg = self.beta * self.mov_avg + (1 - self.beta) * val
         self.smooth = self.mov_avg / (1 - self.beta ** self.n)
         return self.smooth
+
+
+# ----- the lesson's rule of thumb for the unfrozen stage: slice(knee / 10, stage-1 lr / divisor)
+@dataclass(frozen=True)
+class SliceSuggestion:
+    """max_lr=slice(lower, upper) for fit_one_cycle after unfreezing; see `suggest_slice`."""
+
+    lower: float
+    upper: float
+    knee: float | None  # lr where the smoothed loss starts to shoot up (`find_knee`); None if it never does
+    stage1_lr: float
+    divisor: float
+
+    def as_slice(self) -> slice:
+        return slice(self.lower, self.upper)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _finder_curve(lrs, losses, skip_start: int, skip_end: int) -> tuple[np.ndarray, np.ndarray]:
+    """The curve as `suggest_lr` trims it (drop skip_start first, skip_end last points), cut at its first
+    non-finite loss."""
+    lrs, losses = np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float)
+    if lrs.shape != losses.shape:
+        raise ValueError(f"lrs and losses must have the same length, got {lrs.size} lrs and {losses.size} losses")
+    n = len(lrs)
+    end = n - skip_end if skip_end else n
+    lrs, losses = lrs[skip_start:end], losses[skip_start:end]
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size:
+        lrs, losses = lrs[: bad[0]], losses[: bad[0]]
+    if len(losses) < 2:
+        raise ValueError(f"the LR finder recorded {n} points, {len(losses)} usable after trimming skip_start="
+                         f"{skip_start}, skip_end={skip_end} and cutting at the first non-finite loss; too few "
+                         "to find where the loss shoots up (use more data or a larger num_it)")
+    return lrs, losses
+
+
+def _knee_index(losses: np.ndarray, rise: float, min_rise: float) -> int | None:
+    if not 0 < rise <= 1:
+        raise ConfigError(f"rise must be in (0, 1], got {rise!r}")
+    if not min_rise >= 0:
+        raise ConfigError(f"min_rise must be >= 0, got {min_rise!r}")
+    i_min = int(losses.argmin())
+    climb = float(losses[i_min:].max() - losses[i_min])
+    if climb <= 0 or climb < min_rise * abs(float(losses[i_min])):
+        return None
+    return i_min + int(np.argmax(losses[i_min:] - losses[i_min] >= rise * climb))
+
+
+def find_knee(lrs, losses, skip_start: int = 10, skip_end: int = 5, rise: float = 0.1,
+              min_rise: float = 0.05) -> float | None:
+    """The lr where the (already smoothed) LR-finder loss starts to shoot up, or None.
+
+    The curve is trimmed as `suggest_lr` trims it (lrs[skip_start:len - skip_end]) and then cut at its first
+    non-finite loss (a diverged run's NaN/inf tail ends the curve). With m = the minimum loss and
+    M = the maximum loss at or after the minimum, the knee is the first lr after the minimum whose loss is
+    >= m + rise * (M - m). If M - m < min_rise * |m| (or M == m) the loss never shoots up: None.
+    ValueError if lrs and losses differ in length or fewer than 2 points are left; ConfigError if rise is
+    not in (0, 1] or min_rise < 0.
+    """
+    lrs, losses = _finder_curve(lrs, losses, skip_start, skip_end)
+    i = _knee_index(losses, rise, min_rise)
+    return None if i is None else float(lrs[i])
+
+
+def suggest_slice(lrs, losses, stage1_lr: float, divisor: float = 5.0, skip_start: int = 10,
+                  skip_end: int = 5, rise: float = 0.1, min_rise: float = 0.05) -> SliceSuggestion:
+    """Lesson 3's rule for the unfrozen stage from its LR-finder curve: slice(knee / 10, stage1_lr / divisor).
+
+    upper = stage1_lr / divisor; lower = knee / 10 (one decade before `find_knee`'s knee). When there is no
+    knee (knee=None in the result), the largest lr of the trimmed, cut curve stands in for it. If that
+    gives lower >= upper, lower = upper / 10 instead, so lower < upper always.
+    ConfigError if stage1_lr or divisor is not a finite number > 0.
+    """
+    for name, value in (("stage1_lr", stage1_lr), ("divisor", divisor)):
+        if not (isinstance(value, (int, float, np.floating, np.integer)) and 0 < value < math.inf):
+            raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+    lrs, losses = _finder_curve(lrs, losses, skip_start, skip_end)
+    i = _knee_index(losses, rise, min_rise)
+    knee = None if i is None else float(lrs[i])
+    upper = float(stage1_lr) / float(divisor)
+    lower = (knee if knee is not None else float(lrs.max())) / 10
+    if lower >= upper:
+        lower = upper / 10
+    return SliceSuggestion(lower, upper, knee, float(stage1_lr), float(divisor))
