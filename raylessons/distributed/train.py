@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -15,7 +16,7 @@ from ..errors import RaylessonsError
 from ..plan import next_position, parse_plan, plan_to_data, run_plan
 from ..tasks import get_task
 
-__all__ = ["TrainRun", "fit_plan", "train_loop_per_worker", "worker_threads", "use_sync_batchnorm"]
+__all__ = ["TrainRun", "fit_plan", "train_loop_per_worker", "run_config_plan", "worker_threads", "use_sync_batchnorm"]
 
 log = logging.getLogger("raylessons")
 
@@ -60,29 +61,47 @@ def _position_of(ckpt) -> tuple[dict, dict]:
 
 
 def train_loop_per_worker(config: dict) -> None:
-    """The per-worker function of the TorchTrainer: build data and learner, run the plan."""
+    """The per-worker function of the TorchTrainer: build data and learner, run the plan, report every epoch."""
     import ray.train
     import ray.train.torch
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+
+    def report(metrics: dict, ckpt_dir: str | None, stage: int, epoch: int) -> None:
+        ckpt = ray.train.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None
+        ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"checkpoint_s{stage:02d}_e{epoch:03d}")
+
+    wrap = (lambda m: ray.train.torch.prepare_model(m, move_to_device=False)) if world > 1 else None
+    run_config_plan(config, report, ray.train.get_checkpoint(), device=ray.train.torch.get_device(), rank=rank,
+                    world=world, wrap_model=wrap)
+
+
+def run_config_plan(config: dict, report: Callable, checkpoint=None, device=None, rank: int = 0, world: int = 1,
+                    wrap_model: Callable | None = None) -> None:
+    """Build `config`'s task data and learner, resume from `checkpoint` (a Ray Checkpoint or None), run its plan.
+
+    After every epoch `report(metrics, checkpoint_dir, stage, epoch)` is called on every rank; `checkpoint_dir`
+    (rank 0 only, else None) holds the model/optimizer state, the position and, after the last epoch, the export.
+    Ray Train workers and Tune trials both run plans through this function.
+    """
     torch.set_num_threads(config["threads"])
     torch.manual_seed(config["seed"])
     task = get_task(config["task"])
     cfg = task.Config(**config["task_config"])
     src = task.build_source(cfg)
     learn = task.build_learner(task.build_data(cfg, src=src).distributed(rank, world, config["seed"]), cfg,
-                               device=ray.train.torch.get_device())
+                               device=device)
     learn.is_main_process = rank == 0
     if world > 1 and learn.device.type == "cuda" and getattr(task, "SYNC_BN", False):
         use_sync_batchnorm(learn)
-    if world > 1:
-        learn.wrap_model = lambda m: ray.train.torch.prepare_model(m, move_to_device=False)
+    if wrap_model is not None:
+        learn.wrap_model = wrap_model
     stages = parse_plan(config["plan"], len(learn.layer_groups))
 
     start, state, restore = (0, 0), None, None
-    if (ckpt := ray.train.get_checkpoint()) is not None:
-        state, pos = _position_of(ckpt)
+    if checkpoint is not None:
+        state, pos = _position_of(checkpoint)
         start = next_position(stages, pos["stage"], pos["epoch"])
 
         def restore(learn):
@@ -95,27 +114,24 @@ def train_loop_per_worker(config: dict) -> None:
     def resize(learn, size, bs=None):
         learn.data = task.build_data(cfg, size=size, src=src, bs=bs).distributed(rank, world, config["seed"])
 
-    def report(learn, stage: int, epoch: int) -> None:
+    def on_epoch_end(learn, stage: int, epoch: int) -> None:
         last = stage == len(stages) - 1 and epoch == stages[stage].epochs - 1
-        _report_epoch(learn, stage, epoch, stages, rank, last)
+        _report_epoch(learn, stage, epoch, stages, rank, last, report)
 
     if start[0] >= len(stages):  # every stage finished before the restart: only the export is missing
         learn.model.load_state_dict(state["model"])
-        _report_epoch(learn, len(stages) - 1, stages[-1].epochs - 1, stages, rank, True)
+        _report_epoch(learn, len(stages) - 1, stages[-1].epochs - 1, stages, rank, True, report)
         return
-    run_plan(learn, stages, start, on_epoch_end=report, restore=restore, resize=resize)
+    run_plan(learn, stages, start, on_epoch_end=on_epoch_end, restore=restore, resize=resize)
 
 
-def _report_epoch(learn, stage: int, epoch: int, stages, rank: int, last: bool) -> None:
-    import ray.train
-
+def _report_epoch(learn, stage: int, epoch: int, stages, rank: int, last: bool, report: Callable) -> None:
     row = dict(learn.recorder.epoch_rows[-1]) if learn.recorder.epoch_rows else {}
     row.pop("epoch", None)
     done_epochs = sum(s.epochs for s in stages[:stage]) + epoch + 1
     metrics = {**row, "stage": stage, "stage_epoch": epoch, "training_iteration_epochs": done_epochs,
                "done": last}
     with tempfile.TemporaryDirectory() as d:
-        ckpt = None
         if rank == 0:
             state = {"model": learn.model.state_dict()}
             if learn.opt is not None:
@@ -125,16 +141,18 @@ def _report_epoch(learn, stage: int, epoch: int, stages, rank: int, last: bool) 
                                                              "metrics": _jsonable(metrics)}))
             if last:
                 learn.export(Path(d) / EXPORT_DIR)
-            ckpt = ray.train.Checkpoint.from_directory(d)
-        ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"checkpoint_s{stage:02d}_e{epoch:03d}")
+        report(metrics, d if rank == 0 else None, stage, epoch)
 
 
 def _jsonable(d: dict) -> dict:
     return {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in d.items()}
 
 
-def fit_plan(run: TrainRun) -> dict:
-    """Run `run` on a TorchTrainer (starting or resuming `run.name`); returns metrics and the export path."""
+def fit_plan(run: TrainRun, callbacks: list | None = None) -> dict:
+    """Run `run` on a TorchTrainer (starting or resuming `run.name`); returns metrics and the export path.
+
+    `callbacks` go to the Train RunConfig (a Tune trial passes `TuneReportCallback()` to see every epoch).
+    """
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -163,7 +181,7 @@ def fit_plan(run: TrainRun) -> dict:
             name=run.name, storage_path=str(storage),
             # every OpenMP user in the worker agrees with torch's thread count (Ray exports 1)
             worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(config["threads"])}},
-            failure_config=ray.train.FailureConfig(max_failures=run.max_failures),
+            failure_config=ray.train.FailureConfig(max_failures=run.max_failures), callbacks=callbacks,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=run.num_to_keep)))
     try:
         result = trainer.fit()
