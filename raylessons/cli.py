@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
 
     sub.add_parser("predict", help="send files to a running server: raylessons predict --task T --url U FILE...")
+    sub.add_parser("sweep", help="LR-finder-guided Ray Tune sweep: raylessons sweep --task T --data D --trials N ...")
     return parser
 
 
@@ -121,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         from .client import main as client_main
 
         return client_main(argv[1:])
+    if argv[:1] == ["sweep"]:
+        from .sweep.cli import sweep_main
+
+        return sweep_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return _run(args)

@@ -1,0 +1,96 @@
+"""The two LR finders a sweep starts from, run once as Ray tasks before any trial.
+
+1. frozen: the task's learner as built (frozen to the head when pretrained), `lr_find()`; the guide is the
+   steepest slope of the smoothed loss (fastai's "min numerical gradient").
+2. unfrozen: the lesson's order: `fit_one_cycle(warmup_epochs, slice(stage1_lr))` frozen, `unfreeze()`,
+   `lr_find()`; the guide is `suggest_slice` (one decade before the loss shoots up, up to stage1_lr / divisor),
+   on the curve untrimmed at the end (the finder stops just after the loss passes 4x its best).
+
+Each writes its PNG (the curve with its suggestion marked) and both curves and values go to `finders.json`,
+all in the experiment's directory.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+__all__ = ["run_finders", "FINDERS_FILE"]
+
+FINDERS_FILE = "finders.json"
+
+
+def _learner(task_name: str, task_config: dict, threads: int, seed: int):
+    import torch
+
+    from ..tasks import get_task
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    task = get_task(task_name)
+    cfg = task.Config(**task_config)
+    learn = task.build_learner(task.build_data(cfg), cfg)
+    learn.recorder.verbose = False
+    return learn
+
+
+def _frozen(task_name: str, task_config: dict, out: str, threads: int, seed: int, clamp: tuple,
+            num_it: int = 100) -> dict:
+    from ..recorder import plot_finder, suggest_lr
+
+    learn = _learner(task_name, task_config, threads, seed)
+    learn.lr_find(num_it=num_it)
+    lrs, losses = [float(x) for x in learn.recorder.lrs], [float(x) for x in learn.recorder.losses]
+    steepest, min_div_10 = suggest_lr(lrs, losses)
+    lo, hi = clamp
+    guide = float(min(max(steepest, lo), hi))
+    png = plot_finder(lrs, losses, Path(out) / "lr_find_frozen.png", steepest=guide)
+    return {"lrs": lrs, "losses": losses, "steepest": steepest, "min_loss_div_10": min_div_10, "guide": guide,
+            "png": str(png), "n_groups": len(learn.layer_groups), "metric_names": list(learn.metric_names)}
+
+
+def _unfrozen(task_name: str, task_config: dict, out: str, threads: int, seed: int, stage1_lr: float,
+              warmup_epochs: int, divisor: float, num_it: int = 100) -> dict:
+    from ..recorder import plot_finder
+    from ..schedule import suggest_slice
+
+    learn = _learner(task_name, task_config, threads, seed)
+    if warmup_epochs:
+        learn.freeze()
+        learn.fit_one_cycle(warmup_epochs, slice(stage1_lr))
+    learn.unfreeze()
+    learn.lr_find(num_it=num_it)
+    lrs, losses = [float(x) for x in learn.recorder.lrs], [float(x) for x in learn.recorder.losses]
+    # skip_end=0: lr_find stops right after the loss passes 4x its best, so the rise is in the last points
+    sug = suggest_slice(lrs, losses, stage1_lr=stage1_lr, divisor=divisor, skip_end=0)
+    png = plot_finder(lrs, losses, Path(out) / "lr_find_unfrozen.png", slice_suggestion=sug, skip_end=0)
+    return {"lrs": lrs, "losses": losses, **sug.to_dict(), "png": str(png)}
+
+
+def run_finders(task_name: str, task_config: dict, out: Path, *, cpus: float = 1, gpus: float = 0,
+                warmup_epochs: int = 1, divisor: float = 5.0, seed: int = 0,
+                clamp: tuple[float, float] = (1e-4, 1e-1), num_it: int = 100) -> dict:
+    """Run both finders as Ray tasks (one after the other: the second needs the first's rate); returns both.
+
+    The frozen guide is clamped to `clamp` (a from-scratch curve can be noisy at the ends). If `out`
+    already holds `finders.json` for the same task and config (a restored sweep), it is reused.
+    """
+    import ray
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    key = {"task": task_name, "task_config": task_config, "warmup_epochs": warmup_epochs, "divisor": divisor,
+           "seed": seed, "clamp": list(clamp), "num_it": num_it}
+    saved = out / FINDERS_FILE
+    if saved.is_file():
+        found = json.loads(saved.read_text())
+        if found.get("key") == key:
+            return found
+    threads = max(1, int(cpus))
+    opts = {"num_cpus": cpus, "num_gpus": gpus}
+    frozen = ray.get(ray.remote(_frozen).options(**opts).remote(task_name, task_config, str(out), threads, seed,
+                                                                tuple(clamp), num_it))
+    unfrozen = ray.get(ray.remote(_unfrozen).options(**opts).remote(
+        task_name, task_config, str(out), threads, seed, frozen["guide"], warmup_epochs, divisor, num_it))
+    found = {"key": key, "frozen": frozen, "unfrozen": unfrozen}
+    saved.write_text(json.dumps(found, indent=1))
+    return found

@@ -1,0 +1,101 @@
+"""Search spaces around the LR finders' guides, and unfreezing schedules as plans (no trials run here)."""
+import math
+
+import numpy as np
+import pytest
+
+from raylessons.errors import ConfigError
+from raylessons.plan import parse_plan
+from raylessons.sweep.space import ULMFIT_RATIO, build_space, check_schedule, plan_from_config, split_epochs
+
+
+def _samples(domain, n=2000):
+    return np.array([domain.sample() for _ in range(n)], dtype=float)
+
+
+def test_rates_are_log_uniform_inside_their_bands():
+    space = build_space(frozen_lr=2e-2, upper=4e-3, band=3.0, ratios=(10.0, ULMFIT_RATIO))
+    s1, up = _samples(space["stage1_lr"]), _samples(space["upper"])
+    assert s1.min() >= 2e-2 / 3 and s1.max() <= 2e-2 * 3
+    assert up.min() >= 4e-3 / 3 and up.max() <= 4e-3 * 3
+    # log-uniform: the log-median is the guide and each half-decade of the band holds its share
+    assert np.median(np.log(s1)) == pytest.approx(math.log(2e-2), abs=0.08)
+    assert np.mean(s1 < 2e-2) == pytest.approx(0.5, abs=0.05)
+    assert set(_samples(space["ratio"], 300)) == {10.0, ULMFIT_RATIO}
+
+
+def test_single_choices_are_constants_and_options_are_searched():
+    space = build_space(1e-2, 1e-3, schedules="gradual", ratios=[ULMFIT_RATIO], stage1_fracs=[0.5],
+                        pct_start=[0.3, 0.8], moms=[(0.95, 0.85), (0.8, 0.7)], wd=(1e-3, 1e-1))
+    assert space["schedule"] == "gradual" and space["ratio"] == ULMFIT_RATIO and space["stage1_frac"] == 0.5
+    assert set(_samples(space["pct_start"], 200)) == {0.3, 0.8}
+    assert {tuple(space["moms"].sample()) for _ in range(200)} == {(0.95, 0.85), (0.8, 0.7)}
+    wd = _samples(space["wd"], 500)
+    assert wd.min() >= 1e-3 and wd.max() <= 1e-1
+
+
+@pytest.mark.parametrize("kwargs, names", [
+    (dict(band=1.0), "band"),
+    (dict(ratios=[]), "ratio"),
+    (dict(schedules=[]), "schedule"),
+    (dict(stage1_fracs=[]), "stage1_frac"),
+    (dict(schedules=["sideways"]), "sideways"),
+    (dict(ratios=[0.5]), "ratio"),
+    (dict(wd=(1e-1, 1e-3)), "wd"),
+])
+def test_empty_or_invalid_spaces_are_refused(kwargs, names):
+    with pytest.raises(ConfigError, match=names):
+        build_space(1e-2, 1e-3, **kwargs)
+
+
+def test_guides_must_be_positive():
+    with pytest.raises(ConfigError, match="unfrozen"):
+        build_space(1e-2, float("nan"))
+
+
+def test_two_stage_plan_is_the_lessons_recipe():
+    plan = plan_from_config({"schedule": "two_stage", "stage1_lr": 0.01, "upper": 0.002, "ratio": 100.0,
+                             "stage1_frac": 0.25}, total_epochs=8, n_groups=3)
+    assert plan == [{"freeze": True, "max_lr": "slice(0.01)", "epochs": 2},
+                    {"unfreeze": True, "max_lr": "slice(2e-05, 0.002)", "epochs": 6}]
+    stages = parse_plan(plan, 3)
+    assert [s.freezing() for s in stages] == [-1, 0]
+
+
+def test_ulmfit_gradual_plan_unfreezes_one_group_per_epoch():
+    plan = plan_from_config({"schedule": "gradual", "stage1_lr": 2e-2, "upper": 1e-3, "ratio": ULMFIT_RATIO,
+                             "moms": (0.8, 0.7)}, total_epochs=4, n_groups=5)
+    assert [p.get("freeze_to", "all" if p.get("unfreeze") else -1) for p in plan] == [-1, -2, -3, "all"]
+    assert [p["epochs"] for p in plan] == [1, 1, 1, 1] and all(p["moms"] == [0.8, 0.7] for p in plan)
+    stages = parse_plan(plan, 5)
+    tops = [s.max_lr.stop for s in stages]
+    assert tops[0] == pytest.approx(2e-2) and tops[-1] == pytest.approx(1e-3)
+    assert tops == sorted(tops, reverse=True)  # each unfrozen stage goes lower
+    for s in stages[1:]:  # slice(lr / 2.6**4, lr)
+        assert s.max_lr.stop / s.max_lr.start == pytest.approx(ULMFIT_RATIO, rel=1e-4)
+
+
+def test_all_at_once_and_list_schedules():
+    plan = plan_from_config({"schedule": "all", "stage1_lr": 1e-2, "upper": 1e-3}, total_epochs=3)
+    assert plan == [{"unfreeze": True, "max_lr": "slice(0.0001, 0.001)", "epochs": 3}]
+    plan = plan_from_config({"schedule": [-1, -2, "all"], "stage1_lr": 1e-2, "upper": 1e-3,
+                             "stage1_frac": 0.5}, total_epochs=6, n_groups=3)
+    assert [p["epochs"] for p in plan] == [3, 1, 2]
+
+
+def test_schedules_are_checked_against_the_models_groups():
+    assert check_schedule("gradual", 5) == [-1, -2, -3, "all"]
+    with pytest.raises(ConfigError, match=r"layer group -3, but the planet model has 2 layer groups"):
+        check_schedule("gradual", 2, "the planet model")
+    with pytest.raises(ConfigError, match="not a layer group"):
+        check_schedule([-1, 2], 3)
+    with pytest.raises(ConfigError, match="unknown schedule"):
+        plan_from_config({"schedule": "backwards", "stage1_lr": 1, "upper": 1}, 4)
+
+
+def test_epoch_budget_split():
+    assert split_epochs(2, 8, 0.25) == [2, 6]
+    assert split_epochs(2, 3, 0.9) == [2, 1]   # the last stage keeps an epoch
+    assert split_epochs(4, 6) == [1, 1, 2, 2]  # the unfrozen stages get the remainder
+    with pytest.raises(ConfigError, match="budget of 3 cannot give each of the 4 stages"):
+        split_epochs(4, 3)
