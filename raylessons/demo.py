@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["run_demo", "demo_planet", "demo_camvid", "demo_head_pose", "PLANET_DEMO", "CAMVID_DEMO",
-           "HEAD_POSE_DEMO"]
+__all__ = ["run_demo", "demo_planet", "demo_camvid", "demo_head_pose", "demo_sentiment", "PLANET_DEMO",
+           "CAMVID_DEMO", "HEAD_POSE_DEMO", "SENTIMENT_DEMO", "SENTIMENT_EXAMPLES", "SWEEP_DEMO", "demo_sweep"]
 
 # sized so that each part ends in a few minutes on 2 CPU cores, from scratch (no pretrained weights)
 PLANET_DEMO = dict(n=1200, image_size=64, size=48, bs=32, arch="resnet18", stage1_epochs=1, stage2_epochs=6)
@@ -20,6 +20,22 @@ CAMVID_DEMO = dict(n=100, image_size=(96, 128), size=[48, 64], bs=8, arch="resne
 # (measured: 12 epochs ended at MSE 0.0117, 16 epochs at 0.0033)
 HEAD_POSE_DEMO = dict(frames=20, image_size=(120, 160), size=[96, 128], bs=32, arch="resnet18", lr=5e-3,
                       epochs=16, ps=0.0)
+
+# ULMFiT at small sizes (2-layer AWD-LSTM, emb 64, hidden 128): pretrain on a general corpus (the WT103 stand-in),
+# fine-tune on every review, then the classifier on the fine-tuned encoder. The lesson's gradual unfreezing
+# starts at the head; from a small LM the encoder itself must still learn which adjective is which, so after one
+# head epoch the whole model trains at one rate with little dropout (see the closing notes of issue 4).
+SENTIMENT_DEMO = dict(n_train=2000, n_test=1000, n_unsup=1000, n_docs=2000,
+                      model={"emb_sz": 64, "n_hid": 128, "n_layers": 2}, lm_bs=64,
+                      pretrain_epochs=2, pretrain_lr=1e-2, lm_head_epochs=1, lm_epochs=4, lm_lr=3e-3,
+                      clas_bs=32, clas_drop=0.1, head_lr=2e-2, clas_epochs=5, clas_lr=1e-2)
+# a small Tune sweep (<= 2 minutes here): 4 finder-guided plans on a smaller Planet set, ASHA on fbeta
+SWEEP_DEMO = dict(n=300, image_size=64, size=32, bs=32, arch="resnet18", trials=4, max_concurrent=2, epochs=3,
+                  finder_iters=50)
+SENTIMENT_EXAMPLES = ["The acting was great but the plot was dull .",
+                      "The plot was dull , but the acting was great !",
+                      "I would not call this movie boring . Overall , I loved it .",
+                      "In the end , the movie was hardly a gem ."]
 
 
 def _section(title: str) -> None:
@@ -60,15 +76,40 @@ def demo_planet(out: Path, n: int | None = None) -> dict:
     return result
 
 
-def _train(task: str, cfg, plan: list, out: Path) -> dict:
+def _train(task: str, cfg, plan: list, out: Path, name: str | None = None) -> dict:
     """Run `plan` for `task` on Ray Train (1 worker), from a fresh run directory."""
     from .distributed.train import TrainRun, fit_plan
 
     print("plan:", plan)
-    run_dir = out / "runs" / f"demo-{task}"
-    shutil.rmtree(run_dir, ignore_errors=True)  # a finished run of the same name would just resume
-    return fit_plan(TrainRun(task=task, plan=plan, task_config=asdict(cfg), name=f"demo-{task}",
+    name = name or f"demo-{task}"
+    shutil.rmtree(out / "runs" / name, ignore_errors=True)  # a finished run of the same name would just resume
+    return fit_plan(TrainRun(task=task, plan=plan, task_config=asdict(cfg), name=name,
                              storage_path=str(out / "runs"), num_workers=1))
+
+
+def demo_sweep(out: Path) -> dict:
+    """LR finders as Ray tasks, then a 4-trial ASHA sweep of slice bands and unfreezing schedules on Planet."""
+    from .data.synth import synth
+    from .sweep.run import SweepConfig, run_sweep
+
+    p = SWEEP_DEMO
+    _section("Ray Tune: LR-finder-guided sweep (Planet, ASHA)")
+    data_dir = out / "data" / "planet-sweep"
+    if not (data_dir / "train_v2.csv").is_file():
+        synth("planet", data_dir, n=p["n"], size=p["image_size"], seed=1)
+    cfg = SweepConfig(task="planet", task_config={"data": str(data_dir), "size": p["size"], "bs": p["bs"],
+                                                  "arch": p["arch"]},
+                      trials=p["trials"], max_concurrent=p["max_concurrent"], epochs=p["epochs"],
+                      schedules=["two_stage", "all"], finder_iters=p["finder_iters"],
+                      storage_path=str(out / "sweeps"))
+    shutil.rmtree(out / "sweeps", ignore_errors=True)  # a finished sweep of the same options would just restore
+    t0 = time.perf_counter()
+    result = run_sweep(cfg)
+    print(Path(result["table_md"]).read_text())
+    print(f"sweep took {time.perf_counter() - t0:.0f} s; best fbeta {result['best']['fbeta']:.4f} with "
+          f"{result['best']['plan']}; finder plots {', '.join(result['finders'].values())}; "
+          f"best export {result['best']['export']}")
+    return result
 
 
 def demo_camvid(out: Path) -> dict:
@@ -123,6 +164,79 @@ def demo_head_pose(out: Path) -> dict:
     print(f"Head pose validation MSE (in [-1, 1]): {result['metrics']['valid_loss']:.4f}; "
           f"export: {result['export']}")
     return result
+
+
+def demo_sentiment(out: Path) -> dict:
+    """ULMFiT on generated IMDB: pretrain an LM, fine-tune it on the reviews, train the classifier; all on Ray Train."""
+    from .data.synth.imdb import synth, synth_corpus
+    from .distributed.pretrain import pretrain_plan
+    from .tasks import imdb_clas, imdb_lm
+    from .text.baseline import bag_of_words_accuracy, unigram_accuracy
+
+    p = SENTIMENT_DEMO
+    moms = imdb_lm.MOMS
+    _section("Sentiment: generated IMDB and a general corpus")
+    data_dir, corpus = out / "data" / "imdb", out / "data" / "corpus"
+    if not (data_dir / "README").is_file():
+        synth(data_dir, n_train=p["n_train"], n_test=p["n_test"], n_unsup=p["n_unsup"], n_sample=100, seed=0)
+    if not (corpus / "README").is_file():
+        synth_corpus(corpus, n_docs=p["n_docs"], seed=0)
+    print(f"{data_dir}: {p['n_train']} train / {p['n_test']} test / {p['n_unsup']} unsup reviews; "
+          f"{corpus}: {p['n_docs']} documents")
+
+    _section("Sentiment: pretrain a language model on the corpus (the WT103 stand-in, `raylessons pretrain-lm`)")
+    pre_cfg = imdb_lm.Config(data=str(corpus), include=[], bs=p["lm_bs"], min_freq=2, model=p["model"])
+    pre = _train("imdb_lm", pre_cfg, pretrain_plan(p["pretrain_epochs"], p["pretrain_lr"]), out,
+                 name="demo-pretrain-lm")
+    print(f"corpus LM next-token accuracy {pre['metrics']['accuracy']:.4f}; export: {pre['export']}")
+
+    _section("Sentiment: fine-tune the language model on every review (Ray Train)")
+    lm_cfg = imdb_lm.Config(data=str(data_dir), bs=p["lm_bs"], model=p["model"], pretrained=pre["export"])
+    data_lm = imdb_lm.build_data(lm_cfg)
+    unigram = unigram_accuracy(data_lm.train_ds.ids, data_lm.valid_ds.ids)
+    print(data_lm)
+    plan = [{"freeze": True, "epochs": p["lm_head_epochs"], "max_lr": 1e-2, "moms": moms},
+            {"unfreeze": True, "epochs": p["lm_epochs"], "max_lr": p["lm_lr"], "moms": moms}]
+    lm = _train("imdb_lm", lm_cfg, plan, out)
+    lm["unigram_accuracy"] = unigram
+    print(f"IMDB LM next-token accuracy {lm['metrics']['accuracy']:.4f} "
+          f"(unigram baseline, always the most frequent token: {unigram:.4f}); export: {lm['export']}")
+
+    _section("Sentiment: classifier on the fine-tuned encoder (Ray Train)")
+    clas_cfg = imdb_clas.Config(data=str(data_dir), lm_export=lm["export"], bs=p["clas_bs"], drop_mult=p["clas_drop"])
+    data_clas = imdb_clas.build_data(clas_cfg)
+    print(data_clas)
+
+    def labels(ds):
+        return [ds.label.c2i[r] for r in ds.label.raw]
+
+    bow = bag_of_words_accuracy(data_clas.train_ds.ids, labels(data_clas.train_ds), data_clas.valid_ds.ids,
+                                labels(data_clas.valid_ds), len(data_clas.vocab))
+    print(f"bag-of-words baseline (word counts, no order, so no negation): validation accuracy {bow:.4f}")
+    plan = [{"freeze": True, "epochs": 1, "max_lr": p["head_lr"], "moms": moms},
+            {"unfreeze": True, "epochs": p["clas_epochs"], "max_lr": p["clas_lr"], "moms": moms}]
+    result = _train("imdb_clas", clas_cfg, plan, out)
+    result.update(lm=lm, pretrain=pre, bow_accuracy=bow)
+    print(f"Sentiment validation accuracy {result['metrics']['accuracy']:.4f} (bag of words {bow:.4f}); "
+          f"export: {result['export']}")
+    return result
+
+
+def _query_sentiment(base_url: str, data_dir: Path, k: int = 4) -> None:
+    import httpx
+
+    from .client import predict_files
+
+    files = sorted((data_dir / "test" / "pos").glob("*.txt"))[:k // 2] + \
+        sorted((data_dir / "test" / "neg").glob("*.txt"))[:k // 2]
+    print(f"POST {base_url}/sentiment")
+    for path, ans in zip(files, predict_files("sentiment", base_url, files)):
+        print(f"  test/{path.parent.name}/{path.name:<10}  predicted {ans.get('label', ans)} "
+              f"(p={max(ans.get('probs', {0: 0}).values()):.3f}, {ans.get('tokens')} tokens)")
+    with httpx.Client(base_url=base_url, timeout=60, trust_env=False) as client:
+        answers = client.post("/sentiment", json={"texts": SENTIMENT_EXAMPLES}).json()["predictions"]
+    for text, ans in zip(SENTIMENT_EXAMPLES, answers):
+        print(f"  {text!r:<72} -> {ans['label']} ({ans['probs'][ans['label']]:.3f})")
 
 
 def _query_camvid(base_url: str, result: dict, k: int = 3) -> None:
@@ -182,18 +296,28 @@ def run_demo(out: str | Path = "demo-out", n: int | None = None, port: int = 800
     init_ray()
     try:
         planet = demo_planet(out, n)
+        sweep = demo_sweep(out)
         cv = demo_camvid(out)
         hp = demo_head_pose(out)
+        st = demo_sentiment(out)
         _section("Ray Serve")
-        base = start({"planet": planet["export"], "camvid": cv["export"], "head_pose": hp["export"]}, port=port)
+        base = start({"planet": planet["export"], "camvid": cv["export"], "head_pose": hp["export"],
+                      "sentiment": st["export"]}, port=port)
         print(f"serving on {base}")
         _query_planet(base, planet)
         _query_camvid(base, cv)
         _query_head_pose(base, hp)
+        _query_sentiment(base, out / "data" / "imdb")
         _section("Summary")
         print(f"Planet validation fbeta {planet['metrics']['fbeta']:.4f}")
+        print(f"Tune sweep: {len(sweep['rows'])} trials, "
+              f"{sum(r['status'] == 'stopped early' for r in sweep['rows'])} stopped early by ASHA, "
+              f"best fbeta {sweep['best']['fbeta']:.4f} ({sweep['table_md']})")
         print(f"CamVid validation accuracy (Void ignored) {cv['metrics']['acc_camvid']:.4f}")
         print(f"Head pose validation MSE {hp['metrics']['valid_loss']:.4f} (person 13, [-1, 1] coordinates)")
+        print(f"Sentiment validation accuracy {st['metrics']['accuracy']:.4f} (bag-of-words baseline "
+              f"{st['bow_accuracy']:.4f}); IMDB LM accuracy {st['lm']['metrics']['accuracy']:.4f} (unigram "
+              f"{st['lm']['unigram_accuracy']:.4f})")
         print(f"demo finished in {time.perf_counter() - t0:.0f} s")
     finally:
         try:
