@@ -1,6 +1,7 @@
 """The same 8 plans swept with ASHA and without early stopping (FIFO), in one run: wall-time ratio and best metrics.
 
-Run: python bench/sweep.py [--n 400] [--epochs 8] [--plans 8] [--max-concurrent 2]
+Run: python bench/sweep.py [--n 400] [--epochs 8] [--plans 8] [--max-concurrent 2] [--grace-period 1]
+                           [--reduction-factor 2]
 The LR finders run once; both sweeps get the same finder results and the same 8 trial configs (sampled once
 from the finder-guided space with a fixed seed), so the two runs differ only in their scheduler.
 Target: ASHA takes <= 0.5x the time of the full sweep and its best metric is within 2 % of the full sweep's.
@@ -33,6 +34,8 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=8, help="epoch budget of every plan (ASHA's max_t)")
     ap.add_argument("--plans", type=int, default=8)
     ap.add_argument("--max-concurrent", type=int, default=2)
+    ap.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before the first cut")
+    ap.add_argument("--reduction-factor", type=int, default=2, help="ASHA: keep the top 1/rf at each rung")
     ap.add_argument("--out", default=None, help="working directory (default: a temporary one)")
     args = ap.parse_args(argv)
 
@@ -65,7 +68,8 @@ def main(argv=None) -> int:
     results = {}
     for scheduler in ("asha", "fifo"):
         cfg = SweepConfig(task="planet", task_config=task_config, trials=len(plans), max_concurrent=args.max_concurrent,
-                          scheduler=scheduler, epochs=args.epochs, configs=plans, storage_path=str(out / "runs"))
+                          scheduler=scheduler, epochs=args.epochs, configs=plans, storage_path=str(out / "runs"),
+                          grace_period=args.grace_period, reduction_factor=args.reduction_factor, verbose=0)
         exp = out / "runs" / experiment_name(cfg)
         shutil.rmtree(exp, ignore_errors=True)
         exp.mkdir(parents=True)

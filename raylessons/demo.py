@@ -30,12 +30,22 @@ SENTIMENT_DEMO = dict(n_train=2000, n_test=1000, n_unsup=1000, n_docs=2000,
                       pretrain_epochs=2, pretrain_lr=1e-2, lm_head_epochs=1, lm_epochs=4, lm_lr=3e-3,
                       clas_bs=32, clas_drop=0.1, head_lr=2e-2, clas_epochs=5, clas_lr=1e-2)
 # a small Tune sweep (<= 2 minutes here): 4 finder-guided plans on a smaller Planet set, ASHA on fbeta
-SWEEP_DEMO = dict(n=300, image_size=64, size=32, bs=32, arch="resnet18", trials=4, max_concurrent=2, epochs=3,
-                  finder_iters=50)
+# (measured: 145 s with 300 images and 50-batch finders, so the finders run 40 batches on 240 images)
+SWEEP_DEMO = dict(n=240, image_size=64, size=32, bs=32, arch="resnet18", trials=4, max_concurrent=2, epochs=3,
+                  finder_iters=40)
 SENTIMENT_EXAMPLES = ["The acting was great but the plot was dull .",
                       "The plot was dull , but the acting was great !",
                       "I would not call this movie boring . Overall , I loved it .",
                       "In the end , the movie was hardly a gem ."]
+
+
+def _synth_once(dataset: str, data_dir: Path, marker: str, **options) -> Path:
+    """Generate `dataset` into `data_dir` unless `data_dir / marker` shows an earlier run already did."""
+    from .data.synth import synth
+
+    if not (data_dir / marker).exists():
+        synth(dataset, data_dir, **options)
+    return data_dir
 
 
 def _section(title: str) -> None:
@@ -44,14 +54,12 @@ def _section(title: str) -> None:
 
 def demo_planet(out: Path, n: int | None = None) -> dict:
     """Generate Planet, lr_find, train frozen then unfrozen (slice) on Ray Train; returns the run result."""
-    from .data.synth import synth
     from .tasks import planet
 
     p = PLANET_DEMO
     _section("Planet: generated data")
-    data_dir = out / "data" / "planet"
-    if not (data_dir / "train_v2.csv").is_file():
-        synth("planet", data_dir, n=n or p["n"], size=p["image_size"], seed=0)
+    data_dir = _synth_once("planet", out / "data" / "planet", "train_v2.csv", n=n or p["n"], size=p["image_size"],
+                           seed=0)
     cfg = planet.Config(data=str(data_dir), size=p["size"], bs=p["bs"], arch=p["arch"], pretrained=False)
     src = planet.build_source(cfg)
     print(f"{data_dir}: {len(src.train)} train / {len(src.valid)} valid images, {len(src.classes)} tags")
@@ -89,14 +97,12 @@ def _train(task: str, cfg, plan: list, out: Path, name: str | None = None) -> di
 
 def demo_sweep(out: Path) -> dict:
     """LR finders as Ray tasks, then a 4-trial ASHA sweep of slice bands and unfreezing schedules on Planet."""
-    from .data.synth import synth
     from .sweep.run import SweepConfig, run_sweep
 
     p = SWEEP_DEMO
     _section("Ray Tune: LR-finder-guided sweep (Planet, ASHA)")
-    data_dir = out / "data" / "planet-sweep"
-    if not (data_dir / "train_v2.csv").is_file():
-        synth("planet", data_dir, n=p["n"], size=p["image_size"], seed=1)
+    data_dir = _synth_once("planet", out / "data" / "planet-sweep", "train_v2.csv", n=p["n"], size=p["image_size"],
+                           seed=1)
     cfg = SweepConfig(task="planet", task_config={"data": str(data_dir), "size": p["size"], "bs": p["bs"],
                                                   "arch": p["arch"]},
                       trials=p["trials"], max_concurrent=p["max_concurrent"], epochs=p["epochs"],
@@ -114,14 +120,11 @@ def demo_sweep(out: Path) -> dict:
 
 def demo_camvid(out: Path) -> dict:
     """Generate CamVid, train a U-Net (frozen, then unfrozen with a slice) on Ray Train; returns the result."""
-    from .data.synth import synth
     from .tasks import camvid
 
     p = CAMVID_DEMO
     _section("CamVid: generated data")
-    data_dir = out / "data" / "camvid"
-    if not (data_dir / "codes.txt").is_file():
-        synth("camvid", data_dir, n=p["n"], size=p["image_size"], seed=0)
+    data_dir = _synth_once("camvid", out / "data" / "camvid", "codes.txt", n=p["n"], size=p["image_size"], seed=0)
     cfg = camvid.Config(data=str(data_dir), size=p["size"], bs=p["bs"], arch=p["arch"], pretrained=False)
     src = camvid.build_source(cfg)
     print(f"{data_dir}: {len(src.train)} train / {len(src.valid)} valid frames, {len(src.classes)} codes; "
@@ -143,14 +146,12 @@ def demo_camvid(out: Path) -> dict:
 
 def demo_head_pose(out: Path) -> dict:
     """Generate BIWI, train the point regressor on Ray Train, validated on the held-out person 13."""
-    from .data.synth import synth
     from .tasks import head_pose
 
     p = HEAD_POSE_DEMO
     _section("Head pose: generated data")
-    data_dir = out / "data" / "biwi_head_pose"
-    if not (data_dir / "13").is_dir():
-        synth("biwi", data_dir, persons=24, frames=p["frames"], size=p["image_size"], seed=0)
+    data_dir = _synth_once("biwi", out / "data" / "biwi_head_pose", "13", persons=24, frames=p["frames"],
+                           size=p["image_size"], seed=0)
     cfg = head_pose.Config(data=str(data_dir), size=p["size"], bs=p["bs"], arch=p["arch"], pretrained=False,
                            ps=p["ps"], zero_head=True)
     src = head_pose.build_source(cfg)
@@ -168,7 +169,7 @@ def demo_head_pose(out: Path) -> dict:
 
 def demo_sentiment(out: Path) -> dict:
     """ULMFiT on generated IMDB: pretrain an LM, fine-tune it on the reviews, train the classifier; all on Ray Train."""
-    from .data.synth.imdb import synth, synth_corpus
+    from .data.synth.imdb import synth_corpus
     from .distributed.pretrain import pretrain_plan
     from .tasks import imdb_clas, imdb_lm
     from .text.baseline import bag_of_words_accuracy, unigram_accuracy
@@ -176,9 +177,9 @@ def demo_sentiment(out: Path) -> dict:
     p = SENTIMENT_DEMO
     moms = imdb_lm.MOMS
     _section("Sentiment: generated IMDB and a general corpus")
-    data_dir, corpus = out / "data" / "imdb", out / "data" / "corpus"
-    if not (data_dir / "README").is_file():
-        synth(data_dir, n_train=p["n_train"], n_test=p["n_test"], n_unsup=p["n_unsup"], n_sample=100, seed=0)
+    data_dir = _synth_once("imdb", out / "data" / "imdb", "README", n_train=p["n_train"], n_test=p["n_test"],
+                           n_unsup=p["n_unsup"], n_sample=100, seed=0)
+    corpus = out / "data" / "corpus"
     if not (corpus / "README").is_file():
         synth_corpus(corpus, n_docs=p["n_docs"], seed=0)
     print(f"{data_dir}: {p['n_train']} train / {p['n_test']} test / {p['n_unsup']} unsup reviews; "

@@ -161,3 +161,23 @@ def test_a_killed_sweep_resumes_and_keeps_finished_trials(sweep, planet_dir, tmp
     for trial, n_lines in finished_before.items():  # finished trials were kept, not re-run
         assert after[trial] == n_lines
     assert len(after) >= 2
+
+
+def test_a_trial_can_run_ddp_on_ray_train_workers(sweep, planet_dir, tmp_path):
+    import shutil
+
+    from raylessons.sweep.finder import FINDERS_FILE
+    from raylessons.sweep.run import experiment_name, run_sweep
+
+    cfg = _cfg(planet_dir, tmp_path, trials=1, max_concurrent=1, configs=POINTS[:1], scheduler="fifo", epochs=2,
+               workers_per_trial=2)
+    exp = tmp_path / experiment_name(cfg)
+    exp.mkdir()
+    shutil.copy(Path(sweep[1]["path"]) / FINDERS_FILE, exp / FINDERS_FILE)
+    result = run_sweep(cfg)
+    (row,) = result["rows"]
+    assert row["status"] == "finished" and row["epochs"] == 2  # Tune saw both epochs through TuneReportCallback
+    (run,) = (exp / "train").glob("train-*")
+    assert json.loads((run / "run.json").read_text())["num_workers"] == 2
+    assert json.loads((run / "run.json").read_text())["plan"][1]["max_lr"] == "slice(0.0002, 0.002)"
+    assert (Path(result["best"]["export"]) / "meta.json").is_file()

@@ -99,3 +99,40 @@ def test_epoch_budget_split():
     assert split_epochs(4, 6) == [1, 1, 2, 2]  # the unfrozen stages get the remainder
     with pytest.raises(ConfigError, match="budget of 3 cannot give each of the 4 stages"):
         split_epochs(4, 3)
+
+
+def test_sweep_command_line_maps_onto_the_config(tmp_path):
+    import argparse
+
+    from raylessons.sweep.cli import add_sweep_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_sweep_arguments(parser)
+    args = parser.parse_args(["--task", "imdb_clas", "--data", str(tmp_path), "--ratios", "2.6**4,10",
+                              "--schedules", '["gradual", [-1, "all"]]', "--trials", "6", "--epochs", "4",
+                              "--set", "lm_export=/x/export", "--set", "drop_mult=0.3", "--workers-per-trial", "2"])
+    cfg = config_from_args(args)
+    assert cfg.ratios == [pytest.approx(ULMFIT_RATIO), 10.0]
+    assert cfg.schedules == ["gradual", [-1, "all"]]
+    assert (cfg.task, cfg.trials, cfg.epochs, cfg.workers_per_trial) == ("imdb_clas", 6, 4, 2)
+    assert cfg.task_config == {"data": str(tmp_path), "lm_export": "/x/export", "drop_mult": 0.3}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--task", "planet", "--data", "d", "--ratios", "ten"])
+
+
+def test_sweep_options_fail_before_ray(tmp_path):
+    from raylessons.sweep.run import SweepConfig, _check, experiment_name
+
+    base = dict(task="planet", task_config={"data": str(tmp_path)})
+    with pytest.raises(ConfigError, match="DDP trials .* take whole GPUs"):
+        _check(SweepConfig(**base, workers_per_trial=2, gpus_per_trial=0.5))
+    with pytest.raises(ConfigError, match="unknown scheduler"):
+        _check(SweepConfig(**base, scheduler="hyperband"))
+    with pytest.raises(ConfigError, match="configs is an empty list"):
+        _check(SweepConfig(**base, configs=[]))
+    with pytest.raises(ConfigError, match="lacks"):
+        _check(SweepConfig(**base, configs=[{"stage1_lr": 1e-2}]))
+    assert _check(SweepConfig(**base)) == ("fbeta", "max")
+    # the name is a function of the options: same options, same experiment (restore); others, another
+    assert experiment_name(SweepConfig(**base)) == experiment_name(SweepConfig(**base, storage_path="/elsewhere"))
+    assert experiment_name(SweepConfig(**base)) != experiment_name(SweepConfig(**base, trials=9))

@@ -11,10 +11,16 @@ from ..tasks import TASKS
 __all__ = ["add_sweep_arguments", "config_from_args", "sweep_main"]
 
 
+def _number(text: str) -> float:
+    """'0.5', '1e-3' or a power such as '2.6**4' (fastai's ULMFiT ratio)."""
+    base, sep, power = text.strip().partition("**")
+    return float(base) ** float(power) if sep else float(base)
+
+
 def _floats(value: str) -> list[float]:
     try:
-        return [float(eval(v, {"__builtins__": {}}, {})) if "**" in v else float(v) for v in value.split(",")]
-    except Exception:
+        return [_number(v) for v in value.split(",")]
+    except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers (2.6**4 allowed), got {value!r}") from None
 
 

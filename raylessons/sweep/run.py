@@ -67,12 +67,13 @@ class SweepConfig:
     storage_path: str = "~/raylessons_results"
     name: str | None = None              # default: experiment_name(self)
     seed: int = 0
+    verbose: int = 1                     # Tune's progress output: 0 silent, 1 status tables, 2 every result
 
 
 def experiment_name(cfg: SweepConfig) -> str:
     """`sweep-<task>-<hash>`: the same options give the same name, so a rerun restores the experiment."""
     data = dataclasses.asdict(cfg)
-    data.pop("name"), data.pop("storage_path")
+    data.pop("name"), data.pop("storage_path"), data.pop("verbose")
     digest = hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return f"sweep-{cfg.task}-{digest}"
 
@@ -161,8 +162,14 @@ def _model_facts(cfg: SweepConfig) -> tuple[int, list[str]]:
 def _resources(cfg: SweepConfig, cluster_cpus: float) -> tuple[dict, float]:
     """(the trial's Tune resources, CPUs per worker)."""
     if cfg.workers_per_trial > 1:
-        cpus = cfg.cpus_per_trial or max(1.0, float(int(cluster_cpus // (cfg.max_concurrent * cfg.workers_per_trial))))
-        return {"cpu": 0.01}, cpus  # the trial only drives the TorchTrainer; its workers hold the CPUs (P7)
+        # the trial only drives the TorchTrainer (0.01 CPU: 0 is refused); its workers share what is left. Whole
+        # CPUs per worker would ask for 2.01 of 2 CPUs, and Train waits for them forever (found by the tests)
+        share = (cluster_cpus - 0.01 * cfg.max_concurrent) / (cfg.max_concurrent * cfg.workers_per_trial)
+        cpus = cfg.cpus_per_trial or (float(int(share)) if share >= 1.5 else math.floor(share * 100) / 100)
+        if cpus <= 0:
+            raise ConfigError(f"{cfg.max_concurrent} concurrent trials x {cfg.workers_per_trial} workers do not fit "
+                              f"in {cluster_cpus:g} CPUs")
+        return {"cpu": 0.01}, cpus
     cpus = cfg.cpus_per_trial or max(1.0, float(int(cluster_cpus // cfg.max_concurrent)))
     res = {"cpu": cpus}
     if cfg.gpus_per_trial:
@@ -226,7 +233,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
             trainable, param_space=space,
             tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=cfg.trials, scheduler=scheduler,
                                         search_alg=search),  # the generator caps concurrency
-            run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=1,
+            run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=cfg.verbose,
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
     grid = tuner.fit()
     return _summarise(grid, cfg, exp, metric, mode, finders)
@@ -322,5 +329,6 @@ def _plot(df, metric: str, path: Path, finders: dict) -> None:
                 ax.scatter(part[col], part[metric], marker=marker, label=status)
         ax.axvline(guide, linestyle="--", color="gray", label=f"{label} {guide:.2e}")
         ax.set(xscale="log", xlabel=col, ylabel=metric)
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())  # labelled minor ticks overlap on a short log axis
         ax.legend(fontsize=8)
     _save(fig, path)
