@@ -30,9 +30,9 @@ SENTIMENT_DEMO = dict(n_train=2000, n_test=1000, n_unsup=1000, n_docs=2000,
                       pretrain_epochs=2, pretrain_lr=1e-2, lm_head_epochs=1, lm_epochs=4, lm_lr=3e-3,
                       clas_bs=32, clas_drop=0.1, head_lr=2e-2, clas_epochs=5, clas_lr=1e-2)
 # a small Tune sweep (<= 2 minutes here): 4 finder-guided plans on a smaller Planet set, ASHA on fbeta
-# (measured: 145 s with 300 images and 50-batch finders, so the finders run 40 batches on 240 images)
-SWEEP_DEMO = dict(n=240, image_size=64, size=32, bs=32, arch="resnet18", trials=4, max_concurrent=2, epochs=3,
-                  finder_iters=40)
+# (measured: 145 s with 300 images and 50-batch finders, 126 s with 240 images and 40; now 200 and 30)
+SWEEP_DEMO = dict(n=200, image_size=64, size=32, bs=32, arch="resnet18", trials=4, max_concurrent=2, epochs=3,
+                  finder_iters=30)
 SENTIMENT_EXAMPLES = ["The acting was great but the plot was dull .",
                       "The plot was dull , but the acting was great !",
                       "I would not call this movie boring . Overall , I loved it .",
