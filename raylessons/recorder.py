@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .callbacks.core import Callback
-from .schedule import SliceSuggestion, SmoothenValue, suggest_slice
+from .schedule import SliceSuggestion, SmoothenValue, suggest_slice, trim_finder_curve
 
 __all__ = ["Recorder", "suggest_lr", "plot_finder"]
 
@@ -17,9 +17,7 @@ log = logging.getLogger("raylessons")
 
 def suggest_lr(lrs, losses, skip_start: int = 10, skip_end: int = 5) -> tuple[float, float]:
     """(steepest-descent lr, min-loss lr / 10) of an LR-finder curve, trimmed as fastai plots it."""
-    lrs, losses = np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float)
-    end = len(lrs) - skip_end if skip_end else len(lrs)
-    lrs, losses = lrs[skip_start:end], losses[skip_start:end]
+    lrs, losses = trim_finder_curve(lrs, losses, skip_start, skip_end)
     if len(losses) < 2:
         raise ValueError(f"the LR finder recorded {len(losses) + skip_start + skip_end} points; "
                          "too few to suggest a learning rate (use more data or a larger num_it)")
@@ -85,24 +83,13 @@ class Recorder(Callback):
     def plot(self, path: str | Path = "lr_find.png", skip_start: int = 10, skip_end: int = 5,
              suggestion: bool = True, marks: dict[str, float] | None = None):
         """LR-finder curve; with suggestion=True returns (steepest lr, min-loss lr / 10) and marks them."""
-        plt = _pyplot()
-        end = len(self.lrs) - skip_end if skip_end else len(self.lrs)
-        lrs, losses = self.lrs[skip_start:end], self.losses[skip_start:end]
-        fig, ax = plt.subplots()
-        ax.plot(lrs, losses)
-        ax.set(xscale="log", xlabel="Learning Rate", ylabel="Loss")
         result = None
         if suggestion:
             result = suggest_lr(self.lrs, self.losses, skip_start, skip_end)
             self.min_grad_lr = result[0]
-            idx = int(np.argmin(np.abs(np.asarray(lrs) - result[0])))
-            ax.plot(lrs[idx], losses[idx], "o", color="red", label=f"steepest {result[0]:.2e}")
             print(f"Min numerical gradient: {result[0]:.2E}\nMin loss divided by 10: {result[1]:.2E}")
-        for label, lr in (marks or {}).items():
-            ax.axvline(lr, linestyle="--", label=f"{label} {lr:.2e}")
-        if suggestion or marks:
-            ax.legend()
-        _save(fig, path)
+        plot_finder(self.lrs, self.losses, path, steepest=result[0] if result else None, marks=marks,
+                    skip_start=skip_start, skip_end=skip_end)
         return result
 
     def plot_slice(self, path: str | Path, stage1_lr: float, divisor: float = 5.0, skip_start: int = 10,
@@ -149,13 +136,13 @@ class Recorder(Callback):
 
 
 def plot_finder(lrs, losses, path: str | Path, *, steepest: float | None = None,
-                slice_suggestion: SliceSuggestion | None = None, skip_start: int = 10, skip_end: int = 5) -> Path:
-    """A saved LR-finder curve (trimmed as `Recorder.plot` does, non-finite losses left out) as a PNG, with
-    the frozen-stage steepest lr and/or the unfrozen-stage slice (knee dot, lower/upper lines) marked."""
+                slice_suggestion: SliceSuggestion | None = None, marks: dict[str, float] | None = None,
+                skip_start: int = 10, skip_end: int = 5) -> Path:
+    """An LR-finder curve (trimmed by `trim_finder_curve`, non-finite losses left out) as a PNG, with the
+    frozen-stage steepest lr, the unfrozen-stage slice (knee dot, lower/upper lines) and `marks` (dashed
+    vertical lines, {label: lr}) drawn when given."""
     plt = _pyplot()
-    lrs, losses = np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float)
-    end = len(lrs) - skip_end if skip_end else len(lrs)
-    lrs, losses = lrs[skip_start:end], losses[skip_start:end]
+    lrs, losses = trim_finder_curve(lrs, losses, skip_start, skip_end)
     losses = np.where(np.isfinite(losses), losses, np.nan)
     fig, ax = plt.subplots()
     ax.plot(lrs, losses)
@@ -174,7 +161,9 @@ def plot_finder(lrs, losses, path: str | Path, *, steepest: float | None = None,
         ax.axvspan(s.lower, s.upper, color="tab:green", alpha=0.15)
         ax.axvline(s.lower, color="tab:green", linestyle="--", label=f"lower {s.lower:.2e}")
         ax.axvline(s.upper, color="tab:purple", linestyle="--", label=f"upper {s.upper:.2e}")
-    if steepest is not None or slice_suggestion is not None:
+    for label, lr in (marks or {}).items():
+        ax.axvline(lr, linestyle="--", label=f"{label} {lr:.2e}")
+    if steepest is not None or slice_suggestion is not None or marks:
         ax.legend()
     return _save(fig, path)
 

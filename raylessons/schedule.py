@@ -12,7 +12,7 @@ from .errors import ConfigError
 __all__ = [
     "DEFAULT_LR", "lr_range", "even_mults", "annealing_cos", "annealing_exp", "Scheduler",
     "one_cycle_schedule", "lr_find_schedule", "SmoothenValue", "SliceSuggestion", "find_knee",
-    "suggest_slice",
+    "suggest_slice", "trim_finder_curve",
 ]
 
 # fastai v1's defaults.lr: what fit_one_cycle uses when no max_lr is given
@@ -137,15 +137,19 @@ class SliceSuggestion:
         return asdict(self)
 
 
-def _finder_curve(lrs, losses, skip_start: int, skip_end: int) -> tuple[np.ndarray, np.ndarray]:
-    """The curve as `suggest_lr` trims it (drop skip_start first, skip_end last points), cut at its first
-    non-finite loss."""
+def trim_finder_curve(lrs, losses, skip_start: int = 10, skip_end: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """An LR-finder curve as fastai plots it: the first `skip_start` and last `skip_end` points dropped."""
     lrs, losses = np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float)
     if lrs.shape != losses.shape:
         raise ValueError(f"lrs and losses must have the same length, got {lrs.size} lrs and {losses.size} losses")
+    end = len(lrs) - skip_end if skip_end else len(lrs)
+    return lrs[skip_start:end], losses[skip_start:end]
+
+
+def _finder_curve(lrs, losses, skip_start: int, skip_end: int) -> tuple[np.ndarray, np.ndarray]:
+    """`trim_finder_curve`, then cut at the first non-finite loss."""
     n = len(lrs)
-    end = n - skip_end if skip_end else n
-    lrs, losses = lrs[skip_start:end], losses[skip_start:end]
+    lrs, losses = trim_finder_curve(lrs, losses, skip_start, skip_end)
     bad = np.flatnonzero(~np.isfinite(losses))
     if bad.size:
         lrs, losses = lrs[: bad[0]], losses[: bad[0]]
