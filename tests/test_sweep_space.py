@@ -115,7 +115,8 @@ def test_sweep_command_line_maps_onto_the_config(tmp_path):
     assert cfg.ratios == [pytest.approx(ULMFIT_RATIO), 10.0]
     assert cfg.schedules == ["gradual", [-1, "all"]]
     assert (cfg.task, cfg.trials, cfg.epochs, cfg.workers_per_trial) == ("imdb_clas", 6, 4, 2)
-    assert cfg.task_config == {"data": str(tmp_path), "lm_export": "/x/export", "drop_mult": 0.3}
+    assert cfg.task_config == {"data": str(tmp_path), "pretrained": False, "lm_export": "/x/export",
+                               "drop_mult": 0.3}
     with pytest.raises(SystemExit):
         parser.parse_args(["--task", "planet", "--data", "d", "--ratios", "ten"])
 

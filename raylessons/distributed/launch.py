@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..tasks import TASKS, get_task
 
-__all__ = ["job_main", "add_train_arguments", "parse_size", "parse_sets", "load_plan", "run_from_args", "init_ray", "LOCAL_SYSTEM_CONFIG"]
+__all__ = ["job_main", "add_train_arguments", "add_task_arguments", "task_config_from_args", "parse_size", "parse_sets", "load_plan", "run_from_args", "init_ray", "LOCAL_SYSTEM_CONFIG"]
 
 
 def load_plan(value: str, task: str) -> list:
@@ -46,18 +46,36 @@ def parse_size(value: str) -> int | list[int]:
     return sizes[0] if len(sizes) == 1 else sizes
 
 
-def add_train_arguments(parser: argparse.ArgumentParser, task: str | None = None) -> None:
-    """The options of a training job: data, sizes, plan, workers, storage, run name."""
-    if task is None:
-        parser.add_argument("--task", choices=TASKS, required=True)
+def add_task_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that build a task's data and model: data root, size, bs, arch, pretrained, --set."""
     parser.add_argument("--data", required=True, help="dataset root (the real layout or a generated look-alike)")
-    parser.add_argument("--plan", default="lesson", help="'lesson', 'smoke', a JSON list of stages or a file")
     parser.add_argument("--size", type=parse_size, default=None,
                         help="image size of the first stage: 128 (square) or 360,480 (height,width)")
     parser.add_argument("--bs", type=int, default=None)
     parser.add_argument("--arch", default=None, help="resnet18 | resnet34 | resnet50")
     parser.add_argument("--pretrained", default="false",
                         help="true (torchvision ImageNet weights), false, or a local weights file")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any task option (VALUE parsed as JSON when it can be), e.g. --set drop_mult=0.5")
+
+
+def task_config_from_args(args: argparse.Namespace, task: str) -> dict:
+    """The task_config dict of `add_task_arguments`' options (unknown --set keys are ConfigErrors)."""
+    task_config = {"data": args.data}
+    for key in ("size", "bs", "arch"):
+        if getattr(args, key) is not None:
+            task_config[key] = getattr(args, key)
+    task_config["pretrained"] = {"true": True, "false": False}.get(str(args.pretrained).lower(), args.pretrained)
+    task_config.update(parse_sets(args.set, task))
+    return task_config
+
+
+def add_train_arguments(parser: argparse.ArgumentParser, task: str | None = None) -> None:
+    """The options of a training job: the task's options, plan, workers, storage, run name."""
+    if task is None:
+        parser.add_argument("--task", choices=TASKS, required=True)
+    add_task_arguments(parser)
+    parser.add_argument("--plan", default="lesson", help="'lesson', 'smoke', a JSON list of stages or a file")
     parser.add_argument("--num-workers", type=int, default=1, help="Ray Train workers")
     parser.add_argument("--use-gpu", action="store_true")
     parser.add_argument("--cpus-per-worker", type=float, default=None)
@@ -65,8 +83,6 @@ def add_train_arguments(parser: argparse.ArgumentParser, task: str | None = None
     parser.add_argument("--storage", default="~/raylessons_results")
     parser.add_argument("--max-failures", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="any task option (VALUE parsed as JSON when it can be), e.g. --set drop_mult=0.5")
 
 
 def parse_sets(items: list[str], task: str) -> dict:
@@ -111,13 +127,7 @@ def run_from_args(args: argparse.Namespace, task: str | None = None) -> dict:
     from .train import TrainRun, fit_plan
 
     task = task or args.task
-    task_config = {"data": args.data}
-    for key in ("size", "bs", "arch"):
-        if getattr(args, key) is not None:
-            task_config[key] = getattr(args, key)
-    pretrained = {"true": True, "false": False}.get(str(args.pretrained).lower(), args.pretrained)
-    task_config["pretrained"] = pretrained
-    task_config.update(parse_sets(getattr(args, "set", []), task))
+    task_config = task_config_from_args(args, task)
     run = TrainRun(task=task, plan=load_plan(args.plan, task), task_config=task_config,
                    name=args.name or f"{task}-{Path(args.data).name}", storage_path=args.storage,
                    num_workers=args.num_workers, use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker,

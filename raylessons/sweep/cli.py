@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from ..distributed.launch import parse_sets, parse_size
+from ..distributed.launch import add_task_arguments, task_config_from_args
 from ..tasks import TASKS
 
 __all__ = ["add_sweep_arguments", "config_from_args", "sweep_main"]
@@ -35,7 +35,7 @@ def _schedules(value: str) -> list:
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `raylessons sweep` / `jobs/sweep.py`."""
     parser.add_argument("--task", choices=[t for t in TASKS if t != "imdb_lm"], required=True)
-    parser.add_argument("--data", required=True, help="dataset root (real layout or a generated look-alike)")
+    add_task_arguments(parser)  # --data, --size, --bs, --arch, --pretrained, --set
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--max-concurrent", type=int, default=2)
     parser.add_argument("--scheduler", choices=["asha", "fifo"], default="asha")
@@ -57,10 +57,6 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers-per-trial", type=int, default=1, help="> 1: each trial runs DDP on Ray Train")
     parser.add_argument("--cpus-per-trial", type=float, default=None)
     parser.add_argument("--gpus-per-trial", type=float, default=0)
-    parser.add_argument("--size", type=parse_size, default=None)
-    parser.add_argument("--bs", type=int, default=None)
-    parser.add_argument("--arch", default=None)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any task option")
     parser.add_argument("--storage", default="~/raylessons_results")
     parser.add_argument("--name", default=None, help="default: derived from the options (a rerun restores it)")
     parser.add_argument("--seed", type=int, default=0)
@@ -69,12 +65,7 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace):
     from .run import SweepConfig
 
-    task_config = {"data": args.data}
-    for key in ("size", "bs", "arch"):
-        if getattr(args, key) is not None:
-            task_config[key] = getattr(args, key)
-    task_config.update(parse_sets(args.set, args.task))
-    return SweepConfig(task=args.task, task_config=task_config, trials=args.trials,
+    return SweepConfig(task=args.task, task_config=task_config_from_args(args, args.task), trials=args.trials,
                        max_concurrent=args.max_concurrent, scheduler=args.scheduler, epochs=args.epochs,
                        grace_period=args.grace_period, reduction_factor=args.reduction_factor, metric=args.metric,
                        mode=args.mode, schedules=args.schedules, ratios=args.ratios, band=args.band,

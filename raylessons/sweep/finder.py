@@ -22,13 +22,11 @@ FINDERS_FILE = "finders.json"
 def _learner(task_name: str, task_config: dict, threads: int, seed: int):
     import torch
 
-    from ..tasks import get_task
+    from ..tasks import build_task_learner
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    task = get_task(task_name)
-    cfg = task.Config(**task_config)
-    learn = task.build_learner(task.build_data(cfg), cfg)
+    learn = build_task_learner(task_name, task_config)
     learn.recorder.verbose = False
     return learn
 

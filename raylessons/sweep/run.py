@@ -153,9 +153,9 @@ def sweep_trial(config: dict, setup: dict) -> None:
 
 def _model_facts(cfg: SweepConfig) -> tuple[int, list[str]]:
     """(layer groups of the task's model, the metrics its epochs report), from a learner built here on the CPU."""
-    task = get_task(cfg.task)
-    tcfg = task.Config(**cfg.task_config)
-    learn = task.build_learner(task.build_data(tcfg), tcfg, device="cpu")
+    from ..tasks import build_task_learner
+
+    learn = build_task_learner(cfg.task, cfg.task_config, device="cpu")
     return len(learn.layer_groups), ["train_loss", "valid_loss", *learn.metric_names]
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["TASKS", "get_task"]
+__all__ = ["TASKS", "get_task", "build_task_learner"]
 
 TASKS = ("planet", "camvid", "head_pose", "imdb_lm", "imdb_clas")
 
@@ -13,3 +13,10 @@ def get_task(name: str):
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
     return importlib.import_module(f"raylessons.tasks.{name}")
+
+
+def build_task_learner(name: str, task_config: dict, device=None):
+    """Task `name`'s learner on its data as `task_config` describes them (one process, no DDP)."""
+    task = get_task(name)
+    cfg = task.Config(**task_config)
+    return task.build_learner(task.build_data(cfg), cfg, device=device)
