@@ -1,6 +1,6 @@
 """The same 8 plans swept with ASHA and without early stopping (FIFO), in one run: wall-time ratio and best metrics.
 
-Run: python bench/sweep.py [--n 400] [--epochs 8] [--plans 8] [--max-concurrent 2] [--grace-period 1]
+Run: python bench/sweep.py [--n 400] [--epochs 12] [--plans 8] [--max-concurrent 2] [--grace-period 1]
                            [--reduction-factor 2]
 The LR finders run once; both sweeps get the same finder results and the same 8 trial configs (sampled once
 from the finder-guided space with a fixed seed), so the two runs differ only in their scheduler.
@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=400, help="generated Planet images")
     ap.add_argument("--size", type=int, default=32)
-    ap.add_argument("--epochs", type=int, default=8, help="epoch budget of every plan (ASHA's max_t)")
+    ap.add_argument("--epochs", type=int, default=12, help="epoch budget of every plan (ASHA's max_t)")
     ap.add_argument("--plans", type=int, default=8)
     ap.add_argument("--max-concurrent", type=int, default=2)
     ap.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before the first cut")
