@@ -107,7 +107,8 @@ def server(ray_session, planet_export, spatial_exports, sentiment_export) -> str
 
     exports = {"planet": str(planet_export[0]), **{t: str(e[0]) for t, e in spatial_exports.items()},
                "sentiment": str(sentiment_export)}
-    url = start(exports, port=_free_port(), max_body_bytes=MAX_BODY, batch_wait_timeout_s=0.05)
+    # 0.45 CPU per model: room is left for the extra application of the timeout test
+    url = start(exports, port=_free_port(), max_body_bytes=MAX_BODY, batch_wait_timeout_s=0.05, replica_cpus=0.45)
     yield url
     serve.shutdown()
 
@@ -402,6 +403,16 @@ def test_healthz_and_models(client, predictor):
     assert info["task"] == "planet" and info["kind"] == "multi_category" and info["arch"] == "resnet18"
     assert info["classes"] == predictor.classes and info["size"] == 32 and info["threshold"] == 0.2
     assert info["exported_at"] == meta["exported_at"] and info["metrics"] == meta["metrics"]
+    assert info["export"] == str(predictor.data.path.resolve()) and "swap_error" not in info
+
+
+@pytest.mark.ray
+def test_openapi_docs_list_every_route(client):
+    r = client.get("/docs")
+    assert r.status_code == 200 and "swagger" in r.text.lower()
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/planet", "/camvid", "/headpose", "/sentiment", "/models", "/healthz"} <= set(paths)
+    assert "threshold" in paths["/planet"]["post"]["description"]
 
 
 # --- the client ---
@@ -474,6 +485,42 @@ def test_build_app_validates_exports(planet_export, tmp_path):
         resolve_export("planet", "/etc", str(root))
 
 
+def test_serve_config_file_matches_the_app(planet_export, spatial_exports, sentiment_export):
+    """serve/config.yaml is a valid Serve config whose args build the app and whose deployments exist in it."""
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from pydantic import ValidationError
+
+    from raylessons.serving.app import ROUTES, AppArgs, ModelConfig, build_app
+
+    config = ServeDeploySchema.model_validate(yaml.safe_load((Path(__file__).parents[1] / "serve/config.yaml")
+                                                              .read_text()))
+    assert config.http_options.host == "127.0.0.1"
+    (app,) = config.applications
+    assert app.import_path == "serve.app:build_app"
+    args = AppArgs.model_validate(app.args)
+    assert set(args.exports) == set(ROUTES)  # every task has an export in the file
+    deployments = {d.name: d for d in app.deployments}
+    assert set(deployments) == {"Ingress", *ROUTES}
+    for task in ROUTES:  # each model's user_config (what `serve deploy` applies live) is one replicas accept
+        cfg = ModelConfig.model_validate(deployments[task].user_config)
+        assert cfg.export is None  # unset: the export in args; set it to swap the model live
+        assert deployments[task].max_ongoing_requests >= cfg.max_batch_size
+    assert sum(deployments[t].ray_actor_options.num_cpus for t in ROUTES) <= 2  # fits this 2-core machine
+    # the file's args with this test's exports build an application holding exactly those deployments; each
+    # model's code-level user_config names its export
+    exports = {"planet": str(planet_export[0]), "sentiment": str(sentiment_export),
+               **{t: str(e[0]) for t, e in spatial_exports.items()}}
+    built = build_app(args.model_copy(update={"exports": exports}))
+    models = {a._bound_deployment.name: a._bound_deployment for a in built._bound_deployment.init_args[0].values()}
+    assert {built._bound_deployment.name, *models} == set(deployments)
+    for task, deployment in models.items():
+        assert deployment._deployment_config.user_config["export"] == str(Path(exports[task]).resolve())
+    with pytest.raises(ValidationError, match="extra"):  # a misspelt key fails instead of being ignored
+        ModelConfig.model_validate({"max_batch_sise": 4})
+
+
 # --- the HTTP helpers, without Ray ---
 
 def test_content_type_and_length_checks():
@@ -543,3 +590,143 @@ def test_error_handlers_without_ray():
             assert r.status_code == 405 and "use POST" in r.json()["detail"]
 
     asyncio.run(run())
+
+
+# --- live model swap, request timeout (these start or change applications: kept last) ---
+
+@pytest.fixture(scope="module")
+def other_planet_export(planet_export, tmp_path_factory) -> Path:
+    """A second planet export: same data and classes, other (seed 1) weights, so its answers differ."""
+    import torch
+
+    from raylessons.tasks.planet import Config, build_data, build_learner
+
+    root = planet_export[1][0].parent.parent
+    torch.manual_seed(1)
+    cfg = Config(data=str(root), size=32, bs=8, arch="resnet18")
+    return build_learner(build_data(cfg), cfg).export(tmp_path_factory.mktemp("serve-swap") / "export")
+
+
+@pytest.mark.ray
+def test_swap_under_a_trickle_drops_nothing(server, planet_export, other_planet_export, predictor):
+    import threading
+    import time
+
+    from raylessons.inference import Predictor
+    from raylessons.serving import swap
+
+    image = planet_export[1][0]
+    old = predictor.predict(image)[2].tolist()
+    new = Predictor.from_export(other_planet_export).predict(image)[2].tolist()
+    assert max(abs(a - b) for a, b in zip(old, new)) > 1e-3  # the two models are told apart by their answers
+    answers, stop = [], threading.Event()
+
+    def trickle():  # one request every 20 ms until stopped: (sent at, status, probabilities)
+        with httpx.Client(base_url=server, timeout=60, trust_env=False) as c:
+            while not stop.is_set():
+                t = time.monotonic()
+                r = c.post("/planet", content=image.read_bytes(), headers={"content-type": "image/jpeg"})
+                answers.append((t, r.status_code, list(r.json()["probs"].values()) if r.status_code == 200
+                                else r.text))
+                time.sleep(0.02)
+
+    def model_of(probs) -> str:
+        for name, ref in (("old", old), ("new", new)):
+            if probs == pytest.approx(ref, abs=1e-4):
+                return name
+        return f"neither: {probs}"
+
+    def run_swap(export) -> tuple[float, float]:
+        thread = threading.Thread(target=trickle)
+        answers.clear(), stop.clear(), thread.start()
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        swap({"planet": str(export)})  # returns once the replica serves the new export
+        t1 = time.monotonic()
+        time.sleep(1.0)
+        stop.set(), thread.join()
+        return t0, t1
+
+    t0, t1 = run_swap(other_planet_export)
+    assert [a for a in answers if a[1] != 200] == []  # nothing dropped or failed
+    seen = [(t, model_of(p)) for t, _, p in answers]
+    assert {m for _, m in seen} <= {"old", "new"}  # each request answered wholly by one model
+    assert all(m == "old" for t, m in seen if t < t0) and all(m == "new" for t, m in seen if t > t1)
+    assert sum(t < t0 for t, _ in seen) >= 5 and sum(t > t1 for t, _ in seen) >= 5
+    with httpx.Client(base_url=server, timeout=60, trust_env=False) as c:
+        info = {m["task"]: m for m in c.get("/models").json()["models"]}["planet"]
+        assert info["export"] == str(other_planet_export.resolve())
+        assert info["exported_at"] == json.loads((other_planet_export / "meta.json").read_text())["exported_at"]
+        camvid = {m["task"]: m for m in c.get("/models").json()["models"]}["camvid"]["export"]
+        with pytest.raises(ConfigError, match="holds a 'segmentation' model"):  # a bad swap fails before Serve
+            swap({"planet": camvid})
+        run_swap(planet_export[0])  # and back, for the other tests of the module
+        assert [a for a in answers if a[1] != 200] == [] and model_of(answers[-1][2]) == "old"
+        assert {m["task"]: m for m in c.get("/models").json()["models"]}["planet"]["export"] == str(
+            planet_export[0].resolve())
+
+
+@pytest.mark.ray
+def test_refused_swap_keeps_the_old_model(planet_export, other_planet_export, spatial_exports, ray_session):
+    """What a `serve deploy` with a bad `user_config.export` does to a replica: its methods, called in a Ray
+    worker as Serve would."""
+    import shutil
+
+    import ray
+
+    def scenario(export: str, root: str, image: bytes) -> list:  # local: shipped by value to the worker
+        import asyncio
+
+        from raylessons.data.imageio import decode_image_bytes
+        from raylessons.serving.app import ImageModel, _forward_groups
+
+        replica = ImageModel.func_or_class("planet", export, export_root=root)
+
+        def step(user_config: dict) -> tuple:
+            asyncio.run(replica.reconfigure(user_config))
+            info = asyncio.run(replica.info())
+            predictor = replica.loaded.predictor  # what the next request uses (@serve.batch needs a replica)
+            x, _ = predictor.prepare(decode_image_bytes(image))
+            return info["export"], info.get("swap_error"), _forward_groups([(predictor, x)])[0].tolist()
+
+        return [step({})] + [step(cfg) for cfg in (
+            {"export": "empty"}, {"export": "camvid-export"}, {"export": "../../etc"},  # refused
+            {"export": "other-export", "max_batch_size": 4},  # relative to the root: swapped
+            {"max_batch_size": 8},  # no export named: the current one stays
+            {"export": export})]  # and back
+
+    root = planet_export[0].parent  # the export root: the first export and copies of the others lie inside it
+    other = shutil.copytree(other_planet_export, root / "other-export", dirs_exist_ok=True)
+    shutil.copytree(spatial_exports["camvid"][0], root / "camvid-export", dirs_exist_ok=True)
+    (root / "empty").mkdir(exist_ok=True)
+    first, other = str(planet_export[0].resolve()), str(other.resolve())
+    steps = ray.get(ray.remote(num_cpus=0)(scenario).remote(first, str(root), planet_export[1][0].read_bytes()))
+    start, missing, wrong_kind, escape, swapped, kept, back = steps
+    assert start[:2] == (first, None)
+    for (export, error, probs), message in ((missing, "meta.json missing"), (wrong_kind, "holds a 'segmentation'"),
+                                            (escape, "outside export_root")):
+        assert export == first and message in error and probs == start[2]  # the old model still answers
+    assert swapped[:2] == (other, None) and swapped[2] != pytest.approx(start[2], abs=1e-4)
+    assert kept == swapped
+    assert back == start
+
+
+@pytest.mark.ray
+def test_request_timeout_answers_504_json(server, planet_export):
+    from ray import serve
+
+    from raylessons.serving.app import build_app
+
+    # a lone request waits batch_wait_timeout_s (2 s) for company: longer than the 0.3 s allowed
+    app = build_app({"exports": {"planet": str(planet_export[0])}, "request_timeout_s": 0.3,
+                     "batch_wait_timeout_s": 2.0, "replica_cpus": 0.01})
+    serve.run(app, name="slow", route_prefix="/slow")
+    try:
+        with httpx.Client(base_url=server, timeout=60, trust_env=False) as c:
+            r = c.post("/slow/planet", content=planet_export[1][0].read_bytes(),
+                       headers={"content-type": "image/jpeg"})
+            assert r.status_code == 504, r.text
+            assert r.json()["error"] == "timeout" and "request_timeout_s=0.3" in r.json()["detail"]
+            assert c.get("/slow/healthz").status_code == 200  # the app goes on answering
+    finally:
+        serve.delete("slow")

@@ -88,8 +88,9 @@ def test_best_export_loads_in_the_serve_app(sweep, planet_dir):
         """In a Ray worker, as Serve would: build the planet replica from `export` and run one image."""
         from raylessons.serving.app import ROUTES
 
-        replica = ROUTES["planet"].model.func_or_class(export)  # what a replica's constructor does
-        return replica.predictor.forward([replica.predictor.prepare(image)[0]])[0].tolist()
+        replica = ROUTES["planet"].model.func_or_class("planet", export)  # what a replica's constructor does
+        predictor = replica.loaded.predictor
+        return predictor.forward([predictor.prepare(image)[0]])[0].tolist()
 
     from raylessons.inference import Predictor
     from raylessons.serving.app import build_app

@@ -7,6 +7,7 @@ Adding a task is one `ROUTES` entry (+ an `ANSWERS` entry for a new label kind, 
 new input kind). No `from __future__ import annotations` here: Serve recognises the typed builder by
 `build_app`'s real (not string) annotation.
 """
+import asyncio
 import json
 import logging
 import math
@@ -37,9 +38,12 @@ log = logging.getLogger("ray.serve")
 class ModelConfig(BaseModel):
     """A model deployment's `user_config`: changed live by `serve deploy` without restarting replicas."""
 
+    model_config = ConfigDict(extra="forbid")
+
     max_batch_size: int = Field(16, ge=1)
     batch_wait_timeout_s: float = Field(0.01, ge=0)
     threads: int | None = Field(None, ge=1)  # None: the replica's CPU share
+    export: str | None = None  # the export directory to serve; a new one is swapped in live (None: keep the current)
 
 
 class AppArgs(BaseModel):
@@ -53,6 +57,7 @@ class AppArgs(BaseModel):
     threads: int | None = Field(None, ge=1)
     replica_cpus: float = Field(1.0, gt=0)  # CPUs each model replica reserves (a config file's ray_actor_options win)
     export_root: str | None = None  # when set, every export must lie inside it
+    request_timeout_s: float | None = Field(None, gt=0)  # a prediction taking longer answers 504 (JSON)
 
     @field_validator("exports", mode="before")
     @classmethod
@@ -65,10 +70,16 @@ class AppArgs(BaseModel):
                 raise ValueError(f'exports must be a JSON object like {{"planet": "/path/to/export"}}: {e}')
         return v
 
-    def model_config_for_replicas(self) -> dict:
-        """The `user_config` every model deployment starts with."""
+    def model_config_for(self, export: str) -> dict:
+        """The `user_config` a model deployment starts with: the export it serves and the batching settings.
+
+        Everything a running replica may change lives in `user_config`: a config deploy that changes only a
+        deployment's `user_config` (`serve deploy`, `raylessons.serving.configure`/`swap`) reaches the running
+        replicas through `reconfigure`, without restarting them. (Changing `args` changes the application's code
+        version: Serve then replaces every replica.)
+        """
         return ModelConfig(max_batch_size=self.max_batch_size, batch_wait_timeout_s=self.batch_wait_timeout_s,
-                           threads=self.threads).model_dump()
+                           threads=self.threads, export=export).model_dump()
 
 
 # --- query parameters: one pydantic model per route; unknown or invalid parameters are a 422 ---
@@ -166,23 +177,101 @@ def _cpu_share() -> int:
     return max(1, math.ceil(cpus))
 
 
+class _Loaded:
+    """What one export gives a replica: the predictor, its answer function and the /models summary."""
+
+    def __init__(self, predictor: Any, answer: Callable[..., Any] | None, summary: dict):
+        self.predictor, self.answer, self.summary = predictor, answer, summary
+
+
 class _BatchedModel:
-    """What every model deployment shares: live batching/thread settings and one batched forward."""
+    """What every model deployment shares: the export it serves (swappable live through `user_config`),
+    live batching/thread settings and one batched forward.
 
-    predictor: Any
+    A request takes `self.loaded` once, when it arrives, and uses that predictor for its preprocessing,
+    forward and answer; a swap replaces `self.loaded` in one assignment, so requests in flight finish on the
+    model they started on while new ones get the new model. A batch may then hold requests of both: it is
+    forwarded one predictor at a time.
+    """
 
-    def reconfigure(self, user_config: dict) -> None:
-        """Apply a `ModelConfig` (batch size, batch wait, torch threads)."""
+    loaded: _Loaded
+
+    def __init__(self, task: str, export_dir: str, max_pixels: int = MAX_PIXELS, export_root: str | None = None):
+        self.task, self.max_pixels, self.export_root = task, max_pixels, export_root
+        self.swap_error = None
+        self.loaded = self._load(export_dir)
+        self._apply(ModelConfig())
+
+    def _load(self, path: str) -> _Loaded:
+        """Load and check an export (this task's label kind, inside export_root): the new `_Loaded`."""
+        from ..learner_io import read_export_meta
+
+        export = resolve_export(self.task, path, self.export_root)
+        meta = read_export_meta(export)
+        check_export_kind(self.task, export, meta)
+        predictor = self._predictor(export)  # state dict loaded with weights_only
+        return _Loaded(predictor, ANSWERS.get(predictor.kind), {**_summary(self.task, meta), "export": str(export)})
+
+    def _predictor(self, export: Path) -> Any:
+        raise NotImplementedError
+
+    def _apply(self, cfg: ModelConfig) -> None:
         import torch
 
-        cfg = ModelConfig.model_validate(user_config or {})
         torch.set_num_threads(cfg.threads or _cpu_share())
         self._forward.set_max_batch_size(cfg.max_batch_size)
         self._forward.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
 
+    async def reconfigure(self, user_config: dict) -> None:
+        """Apply a `ModelConfig`: batch size, batch wait, torch threads, and the export to serve.
+
+        Serve calls this after `__init__` (same export: nothing to load) and whenever `user_config` changes.
+
+        A new export loads in a thread while the old model keeps answering, then replaces it. An export that
+        cannot be served (missing, wrong kind, outside export_root) leaves the old model in place and is
+        reported by GET /models as `swap_error`, rather than crashing the replica into a restart loop.
+        """
+        cfg = ModelConfig.model_validate(user_config or {})
+        self._apply(cfg)
+        target = cfg.export
+        try:
+            if target is None or str(resolve_export(self.task, target, self.export_root)) == \
+                    self.loaded.summary["export"]:
+                self.swap_error = None
+                return
+            loaded = await asyncio.to_thread(self._load, target)
+        except (ConfigError, DataError, OSError, RuntimeError, ValueError) as e:
+            self.swap_error = f"{target}: {e}"
+            log.error("%s: swap to %s refused, still serving %s: %s", self.task, target,
+                      self.loaded.summary["export"], e)
+            return
+        self.loaded, self.swap_error = loaded, None
+        log.info("%s: now serving %s", self.task, loaded.summary["export"])
+
+    async def info(self) -> dict:
+        """What GET /models shows of this deployment: the served export's summary (+ a refused swap)."""
+        return {**self.loaded.summary, **({"swap_error": self.swap_error} if self.swap_error else {})}
+
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def _forward(self, xs: list) -> list:
-        return list(self.predictor.forward(xs))  # (B, ...) -> B rows, in request order
+    async def _forward(self, items: list) -> list:
+        """[(predictor, input)] -> one output row per item, in request order.
+
+        The forward runs in a thread (torch releases the GIL): the replica's event loop meanwhile decodes the
+        requests arriving, so they wait in the queue ready for the next batch instead of behind this one.
+        """
+        return await asyncio.to_thread(_forward_groups, items)
+
+
+def _forward_groups(items: list) -> list:
+    """One forward per predictor (a batch straddling a live swap holds two), rows back in item order."""
+    rows: list = [None] * len(items)
+    groups: dict[int, tuple[Any, list[int]]] = {}
+    for i, (predictor, _) in enumerate(items):
+        groups.setdefault(id(predictor), (predictor, []))[1].append(i)
+    for predictor, idx in groups.values():
+        for i, row in zip(idx, predictor.forward([items[i][1] for i in idx])):  # (B, ...) -> B rows
+            rows[i] = row
+    return rows
 
 
 @serve.deployment(max_ongoing_requests=32, ray_actor_options={"num_cpus": 1})
@@ -196,26 +285,25 @@ class ImageModel(_BatchedModel):
     a replica failure) that the ingress turns into a 400.
     """
 
-    def __init__(self, export_dir: str, max_pixels: int = MAX_PIXELS):
+    def _predictor(self, export: Path) -> Any:
         from ..inference import Predictor
 
-        self.predictor = Predictor.from_export(export_dir)  # state dict loaded with weights_only
-        if self.predictor.kind not in ANSWERS:
-            raise ConfigError(f"{export_dir}: no answer for label kind {self.predictor.kind!r}; "
-                              f"known: {sorted(ANSWERS)}")
-        self.answer, self.max_pixels = ANSWERS[self.predictor.kind], max_pixels
-        self.reconfigure({})
+        predictor = Predictor.from_export(export)
+        if predictor.kind not in ANSWERS:
+            raise ConfigError(f"{export}: no answer for label kind {predictor.kind!r}; known: {sorted(ANSWERS)}")
+        return predictor
 
     async def __call__(self, body: bytes, query: dict | None = None) -> Any:
         """The answer for one encoded image, or the ApiError saying why it is not one."""
         from ..data.imageio import decode_image_bytes
 
+        loaded = self.loaded  # this request's model, even if a swap lands while it waits in a batch
         try:
-            x, size = self.predictor.prepare(decode_image_bytes(body, max_pixels=self.max_pixels))  # (3, h, w)
+            x, size = loaded.predictor.prepare(decode_image_bytes(body, max_pixels=self.max_pixels))  # (3, h, w)
         except DataError as e:
             return http.ApiError(400, "bad_image", str(e))
-        row = await self._forward(x)  # (C,) or (C, h, w)
-        return self.answer(self.predictor, row, size, **(query or {}))
+        row = await self._forward((loaded.predictor, x))  # (C,) or (C, h, w)
+        return loaded.answer(loaded.predictor, row, size, **(query or {}))
 
 
 @serve.deployment(max_ongoing_requests=32, ray_actor_options={"num_cpus": 1})
@@ -226,25 +314,23 @@ class TextModel(_BatchedModel):
     `max_len` tokens; the answer says so with `"truncated": true`.
     """
 
-    def __init__(self, export_dir: str, max_pixels: int = MAX_PIXELS):
+    def _predictor(self, export: Path) -> Any:
         from ..text.predict import TextPredictor
 
-        self.predictor = TextPredictor.from_export(export_dir)
-        self.reconfigure({})
+        return TextPredictor.from_export(export)
 
     async def __call__(self, body: dict, query: dict | None = None) -> Any:
         """`{"label", "probs", "tokens", "truncated"}` per text (`{"predictions": [...]}` for a `texts` list)."""
-        import asyncio
-
+        predictor = self.loaded.predictor
         try:
-            prepared = [self.predictor.prepare(text) for text in body["texts"]]
+            prepared = [predictor.prepare(text) for text in body["texts"]]
         except DataError as e:
             return http.ApiError(422, "empty_text", str(e))
-        rows = await asyncio.gather(*(self._forward(ids) for ids, _ in prepared))
+        rows = await asyncio.gather(*(self._forward((predictor, ids)) for ids, _ in prepared))
         answers = []
         for (ids, n_tokens), row in zip(prepared, rows):
-            label, _, probs = self.predictor.decode(row)
-            answers.append({"label": label, "probs": dict(zip(self.predictor.classes, probs.tolist())),
+            label, _, probs = predictor.decode(row)
+            answers.append({"label": label, "probs": dict(zip(predictor.classes, probs.tolist())),
                             "tokens": n_tokens, "truncated": n_tokens > len(ids)})
         return answers[0] if body["single"] else {"predictions": answers}
 
@@ -280,8 +366,9 @@ http.install_error_handlers(api)
 class Ingress:
     """HTTP front door: validates requests, then awaits the task's model deployment."""
 
-    def __init__(self, models: dict[str, DeploymentHandle], metas: dict[str, dict], max_body_bytes: int):
-        self.models, self.metas, self.max_body_bytes = models, metas, max_body_bytes
+    def __init__(self, models: dict[str, DeploymentHandle], max_body_bytes: int,
+                 request_timeout_s: float | None = None):
+        self.models, self.max_body_bytes, self.request_timeout_s = models, max_body_bytes, request_timeout_s
 
     @api.get("/healthz")
     async def healthz(self) -> dict:
@@ -290,8 +377,13 @@ class Ingress:
 
     @api.get("/models")
     async def models_info(self) -> dict:
-        """The export metadata of every served task."""
-        return {"models": [self.metas[task] for task in sorted(self.metas)]}
+        """What every task serves now (asked of its model deployment, so a live swap shows at once)."""
+        tasks = sorted(self.models)
+        try:
+            infos = await asyncio.gather(*(self.models[task].info.remote() for task in tasks))
+        except (RayActorError, BackPressureError) as e:
+            raise http.ApiError(503, "model_unavailable", f"{type(e).__name__}") from None
+        return {"models": list(infos)}
 
     async def predict(self, request: Request) -> Any:
         """The task's answer for the body (the route's reader says what the body may be)."""
@@ -301,8 +393,13 @@ class Ingress:
         route = ROUTES[task]
         query = parse_query(route.query, request.query_params)
         body = await route.read(request, self.max_body_bytes)
+        response = self.models[task].remote(body, query)
         try:
-            result = await self.models[task].remote(body, query)
+            result = await asyncio.wait_for(response, self.request_timeout_s)  # None: no limit
+        except asyncio.TimeoutError:
+            response.cancel()
+            raise http.ApiError(504, "timeout", f"{task}: no answer within request_timeout_s="
+                                                f"{self.request_timeout_s} s") from None
         except (RayActorError, BackPressureError) as e:  # replica dead or queue full: retry later
             raise http.ApiError(503, "model_unavailable", f"{task}: {type(e).__name__}") from None
         except Exception as e:  # a bug, not a client mistake (those come back as ApiError values)
@@ -352,23 +449,28 @@ def build_app(args: AppArgs) -> Application:
             raise ConfigError(f"invalid application arguments: {e}") from None
     if not args.exports:
         raise ConfigError(f"no exports given; known tasks: {sorted(ROUTES)}")
-    handles, metas = {}, {}
+    handles = {}
     for task, path in args.exports.items():
         if task not in ROUTES:
             raise ConfigError(f"unknown task {task!r}; known tasks: {sorted(ROUTES)}")
-        route, export = ROUTES[task], resolve_export(task, path, args.export_root)
-        meta = read_export_meta(export)  # missing/malformed export: fail now, not in a replica
-        model_kind = meta["model"].get("kind") if isinstance(meta["model"], dict) else None
-        if meta["label_kind"] != route.label_kind or (route.model_kinds and model_kind not in route.model_kinds):
-            kind = f" ({model_kind})" if route.model_kinds else ""
-            wanted = f" from {list(route.model_kinds)}" if route.model_kinds else ""
-            raise ConfigError(f"export {export} holds a {meta['label_kind']!r} model{kind}; "
-                              f"task {task!r} needs {route.label_kind!r}{wanted}")
-        # max_ongoing_requests >= batch size, or batches never fill (Serve's default of 5 collapses under load)
-        handles[task] = route.model.options(
+        export = resolve_export(task, path, args.export_root)
+        check_export_kind(task, export, read_export_meta(export))  # missing/malformed export: fail now
+        # The export is an init argument (what a new replica loads) and the start of user_config, where a config
+        # deploy may name another one: `reconfigure` then swaps the model live. max_ongoing_requests >= batch
+        # size, or batches never fill (Serve's default of 5 collapses under load).
+        handles[task] = ROUTES[task].model.options(
             name=task, max_ongoing_requests=max(32, args.max_batch_size),
-            ray_actor_options={"num_cpus": args.replica_cpus},
-            user_config=args.model_config_for_replicas(),
-        ).bind(str(export), args.max_pixels)
-        metas[task] = _summary(task, meta)
-    return Ingress.bind(handles, metas, args.max_body_bytes)
+            ray_actor_options={"num_cpus": args.replica_cpus}, user_config=args.model_config_for(str(export)),
+        ).bind(task, str(export), args.max_pixels, args.export_root)
+    return Ingress.bind(handles, args.max_body_bytes, args.request_timeout_s)
+
+
+def check_export_kind(task: str, export: Path, meta: dict) -> None:
+    """ConfigError unless `meta` (an export's meta.json) holds the kind of model `task` serves."""
+    route = ROUTES[task]
+    model_kind = meta["model"].get("kind") if isinstance(meta["model"], dict) else None
+    if meta["label_kind"] != route.label_kind or (route.model_kinds and model_kind not in route.model_kinds):
+        kind = f" ({model_kind})" if route.model_kinds else ""
+        wanted = f" from {list(route.model_kinds)}" if route.model_kinds else ""
+        raise ConfigError(f"export {export} holds a {meta['label_kind']!r} model{kind}; "
+                          f"task {task!r} needs {route.label_kind!r}{wanted}")

@@ -5,17 +5,27 @@ import math
 import time
 
 import httpx
+from pydantic import ValidationError
 
-__all__ = ["APP_NAME", "start", "shutdown", "serve_forever"]
+from ..errors import ConfigError
+
+__all__ = ["APP_NAME", "IMPORT_PATH", "start", "configure", "swap", "shutdown", "serve_forever"]
 
 APP_NAME = "raylessons"
+IMPORT_PATH = "raylessons.serving.app:build_app"
 
 _owns_ray = False  # shutdown() stops Ray only if start() started it
+_started: dict = {}  # what start() deployed: args (the app's arguments), user_configs (per task), url, host, port
 
 
 def start(exports: dict[str, str], host: str = "127.0.0.1", port: int = 8000, timeout_s: float = 180,
           **options) -> str:
-    """Serve `exports` (task -> export dir) at http://host:port and wait until /healthz answers; the base URL."""
+    """Serve `exports` (task -> export dir) at http://host:port and wait until /healthz answers; the base URL.
+
+    The application is deployed from a config, as `serve deploy serve/config.yaml` does (the controller builds
+    it from `raylessons.serving.app:build_app` and these arguments), so `configure` and `swap` change it the
+    way a second `serve deploy` does: live, through `user_config`, without restarting replicas.
+    """
     global _owns_ray
     import ray
     from ray import serve
@@ -28,15 +38,99 @@ def start(exports: dict[str, str], host: str = "127.0.0.1", port: int = 8000, ti
         ray.init(address="local", include_dashboard=False)
         _owns_ray = True
     if "replica_cpus" not in options:
-        # one replica per model must fit on this machine (3 models on 2 cores: 2/3 CPU each), or Serve waits forever
+        # one replica per model must fit on this machine (4 models on 2 cores: 1/2 CPU each), or Serve waits forever
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
         options["replica_cpus"] = min(1.0, math.floor(100 * cpus / max(1, len(exports))) / 100)  # 2/3 -> 0.66
-    app = build_app({"exports": exports, **options})
     serve.start(http_options={"host": host, "port": port})
-    serve.run(app, name=APP_NAME, route_prefix="/")  # returns once every replica is healthy
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+    _started.clear()
+    _started.update(args={"exports": dict(exports), **options}, user_configs={}, url=url, host=host, port=port)
+    _deploy(timeout_s)
     _wait_healthy(url, timeout_s)
     return url
+
+
+def _deploy(timeout_s: float) -> None:
+    """Apply the application config (what `serve deploy` sends: the app's args, plus a `user_config` for each
+    deployment reconfigured since start) and wait until Serve reports this deploy running."""
+    from ray import serve
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    deployments = [{"name": task, "user_config": cfg} for task, cfg in _started["user_configs"].items()]
+    config = ServeDeploySchema.model_validate({
+        "http_options": {"host": _started["host"], "port": _started["port"]},
+        "applications": [{"name": APP_NAME, "route_prefix": "/", "import_path": IMPORT_PATH,
+                          "args": _started["args"], "deployments": deployments}]})
+    sent = time.time()
+    _get_global_client().deploy_apps(config)
+    deadline, status = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline:
+        app = serve.status().applications.get(APP_NAME)
+        status = app and app.status
+        # this deploy (not the previous one) is done: every deployment healthy, every replica running
+        if (status == "RUNNING" and app.last_deployed_time_s >= sent - 1
+                and all(d.status == "HEALTHY" and set(d.replica_states) == {"RUNNING"}
+                        for d in app.deployments.values())):
+            return
+        if status == "DEPLOY_FAILED":
+            raise RuntimeError(f"Serve could not deploy {APP_NAME}: {app.message}")
+        time.sleep(0.2)
+    raise TimeoutError(f"{APP_NAME} not running after {timeout_s:.0f} s (status {status})")
+
+
+def configure(task: str, timeout_s: float = 180, **changes) -> dict:
+    """Change `task`'s model deployment live (`export`, `max_batch_size`, `batch_wait_timeout_s`, `threads`):
+    the new `user_config` reaches its running replicas through `reconfigure` (no restart), as a `serve deploy`
+    of a config whose deployment entry sets `user_config` does. Returns the deployment's new `user_config`."""
+    from .app import AppArgs, ModelConfig, resolve_export
+
+    if not _started:
+        raise RuntimeError("configure() needs an application started by start()")
+    args = AppArgs.model_validate(_started["args"])
+    if task not in args.exports:
+        raise ConfigError(f"task {task!r} is not served; served: {sorted(args.exports)}")
+    current = _started["user_configs"].get(task) or args.model_config_for(
+        str(resolve_export(task, args.exports[task], args.export_root)))
+    try:
+        cfg = ModelConfig.model_validate({**current, **changes}).model_dump()
+    except ValidationError as e:
+        raise ConfigError(f"{task}: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}") from None
+    _started["user_configs"][task] = cfg
+    _deploy(timeout_s)
+    return cfg
+
+
+def swap(exports: dict[str, str], timeout_s: float = 180) -> None:
+    """Serve other exports (task -> export dir) without downtime: each new path reaches the running replicas
+    through their `user_config`; requests in flight finish on the old model. Returns once GET /models shows
+    every new export; an export that cannot be served fails before anything changes."""
+    from ..learner_io import read_export_meta
+    from .app import AppArgs, check_export_kind, resolve_export
+
+    args = AppArgs.model_validate(_started.get("args") or {"exports": {}})
+    wanted = {}
+    for task, path in exports.items():
+        if task not in args.exports:
+            raise ConfigError(f"task {task!r} is not served; served: {sorted(args.exports)}")
+        export = resolve_export(task, path, args.export_root)
+        check_export_kind(task, export, read_export_meta(export))
+        wanted[task] = str(export)
+    for task, export in wanted.items():
+        configure(task, timeout_s, export=export)
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(base_url=_started["url"], timeout=30, trust_env=False) as client:
+        while True:
+            served = {m["task"]: m for m in client.get("/models").json()["models"]}
+            errors = {t: served[t]["swap_error"] for t in wanted if "swap_error" in served[t]}
+            if errors:
+                raise RuntimeError(f"swap refused: {errors}")
+            if all(served[t]["export"] == path for t, path in wanted.items()):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"swap not done after {timeout_s:.0f} s: serving "
+                                   f"{ {t: served[t]['export'] for t in wanted} }")
+            time.sleep(0.1)
 
 
 def _wait_healthy(url: str, timeout_s: float) -> None:
@@ -66,6 +160,7 @@ def shutdown() -> None:
         if _owns_ray:
             ray.shutdown()
     _owns_ray = False
+    _started.clear()
 
 
 def serve_forever(exports: dict[str, str], host: str = "127.0.0.1", port: int = 8000, **options) -> None:
