@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve import Application
-from ray.serve.exceptions import BackPressureError
+from ray.serve.exceptions import BackPressureError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from ..errors import ConfigError, DataError
@@ -41,7 +41,7 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_batch_size: int = Field(16, ge=1)
-    batch_wait_timeout_s: float = Field(0.01, ge=0)
+    batch_wait_timeout_s: float = Field(0.002, ge=0)
     threads: int | None = Field(None, ge=1)  # None: the replica's CPU share
     export: str | None = None  # the export directory to serve; a new one is swapped in live (None: keep the current)
 
@@ -53,7 +53,7 @@ class AppArgs(BaseModel):
     max_body_bytes: int = Field(10 * 2**20, ge=1)
     max_pixels: int = Field(MAX_PIXELS, ge=1)
     max_batch_size: int = Field(16, ge=1)
-    batch_wait_timeout_s: float = Field(0.01, ge=0)
+    batch_wait_timeout_s: float = Field(0.002, ge=0)
     threads: int | None = Field(None, ge=1)
     replica_cpus: float = Field(1.0, gt=0)  # CPUs each model replica reserves (a config file's ray_actor_options win)
     export_root: str | None = None  # when set, every export must lie inside it
@@ -218,7 +218,8 @@ class _BatchedModel:
     def _apply(self, cfg: ModelConfig) -> None:
         import torch
 
-        torch.set_num_threads(cfg.threads or _cpu_share())
+        self.threads = cfg.threads or _cpu_share()
+        torch.set_num_threads(self.threads)
         self._forward.set_max_batch_size(cfg.max_batch_size)
         self._forward.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
 
@@ -259,11 +260,20 @@ class _BatchedModel:
         The forward runs in a thread (torch releases the GIL): the replica's event loop meanwhile decodes the
         requests arriving, so they wait in the queue ready for the next batch instead of behind this one.
         """
-        return await asyncio.to_thread(_forward_groups, items)
+        return await asyncio.to_thread(_forward_groups, items, self.threads)
 
 
-def _forward_groups(items: list) -> list:
-    """One forward per predictor (a batch straddling a live swap holds two), rows back in item order."""
+def _forward_groups(items: list, threads: int | None = None) -> list:
+    """One forward per predictor (a batch straddling a live swap holds two), rows back in item order.
+
+    `threads`: torch's thread count for this (executor) thread. OpenMP keeps it per thread, and a new thread
+    starts from OMP_NUM_THREADS, which Ray sets to 1 in its workers: without this the forward runs on one core.
+    """
+    if threads:
+        import torch
+
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
     rows: list = [None] * len(items)
     groups: dict[int, tuple[Any, list[int]]] = {}
     for i, (predictor, _) in enumerate(items):
@@ -357,6 +367,8 @@ ROUTES: dict[str, Route] = {
 }
 
 
+REPLICA_RETRIES = 4  # a request meeting a dead replica is sent again, backing off 0.05, 0.1, 0.2, 0.4 s
+
 api = FastAPI(title="raylessons", description="fast.ai lesson 3 models on Ray Serve")
 http.install_error_handlers(api)
 
@@ -385,6 +397,24 @@ class Ingress:
             raise http.ApiError(503, "model_unavailable", f"{type(e).__name__}") from None
         return {"models": list(infos)}
 
+    async def _ask(self, task: str, body: Any, query: dict) -> Any:
+        """The model deployment's answer. A replica that dies with the request in flight (killed, out of
+        memory, node lost) fails it with RayActorError: inference has no side effects, so the request is sent
+        again, and Serve routes it to a live replica (or the restarted one)."""
+        for attempt in range(REPLICA_RETRIES + 1):
+            response = self.models[task].remote(body, query)
+            try:
+                return await response
+            except (RayActorError, ReplicaUnavailableError) as e:
+                if attempt == REPLICA_RETRIES:
+                    raise
+                log.warning("%s: replica died with a request in flight (%s); retry %d of %d", task,
+                            type(e).__name__, attempt + 1, REPLICA_RETRIES)
+                await asyncio.sleep(0.05 * 2**attempt)
+            except asyncio.CancelledError:  # the request timed out (or the client left): stop the model's work
+                response.cancel()
+                raise
+
     async def predict(self, request: Request) -> Any:
         """The task's answer for the body (the route's reader says what the body may be)."""
         task = request.scope["route"].name
@@ -393,15 +423,13 @@ class Ingress:
         route = ROUTES[task]
         query = parse_query(route.query, request.query_params)
         body = await route.read(request, self.max_body_bytes)
-        response = self.models[task].remote(body, query)
         try:
-            result = await asyncio.wait_for(response, self.request_timeout_s)  # None: no limit
+            result = await asyncio.wait_for(self._ask(task, body, query), self.request_timeout_s)  # None: no limit
         except asyncio.TimeoutError:
-            response.cancel()
             raise http.ApiError(504, "timeout", f"{task}: no answer within request_timeout_s="
                                                 f"{self.request_timeout_s} s") from None
-        except (RayActorError, BackPressureError) as e:  # replica dead or queue full: retry later
-            raise http.ApiError(503, "model_unavailable", f"{task}: {type(e).__name__}") from None
+        except (RayActorError, ReplicaUnavailableError, BackPressureError) as e:  # replicas dead, or queue full
+            raise http.ApiError(503, "model_unavailable", f"{task}: {type(e).__name__}; retry later") from None
         except Exception as e:  # a bug, not a client mistake (those come back as ApiError values)
             log.exception("model %s failed", task)
             raise http.ApiError(500, "internal_error", f"{task}: {type(e).__name__}") from None

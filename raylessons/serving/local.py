@@ -19,7 +19,7 @@ _started: dict = {}  # what start() deployed: args (the app's arguments), user_c
 
 
 def start(exports: dict[str, str], host: str = "127.0.0.1", port: int = 8000, timeout_s: float = 180,
-          **options) -> str:
+          deployments: dict[str, dict] | None = None, **options) -> str:
     """Serve `exports` (task -> export dir) at http://host:port and wait until /healthz answers; the base URL.
 
     The application is deployed from a config, as `serve deploy serve/config.yaml` does (the controller builds
@@ -44,7 +44,8 @@ def start(exports: dict[str, str], host: str = "127.0.0.1", port: int = 8000, ti
     serve.start(http_options={"host": host, "port": port})
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
     _started.clear()
-    _started.update(args={"exports": dict(exports), **options}, user_configs={}, url=url, host=host, port=port)
+    _started.update(args={"exports": dict(exports), **options}, user_configs={}, url=url, host=host, port=port,
+                    deployments=dict(deployments or {}))
     _deploy(timeout_s)
     _wait_healthy(url, timeout_s)
     return url
@@ -57,7 +58,10 @@ def _deploy(timeout_s: float) -> None:
     from ray.serve.context import _get_global_client
     from ray.serve.schema import ServeDeploySchema
 
-    deployments = [{"name": task, "user_config": cfg} for task, cfg in _started["user_configs"].items()]
+    options = {name: dict(opts) for name, opts in _started["deployments"].items()}
+    for task, cfg in _started["user_configs"].items():
+        options.setdefault(task, {})["user_config"] = cfg
+    deployments = [{"name": name, **opts} for name, opts in options.items()]
     config = ServeDeploySchema.model_validate({
         "http_options": {"host": _started["host"], "port": _started["port"]},
         "applications": [{"name": APP_NAME, "route_prefix": "/", "import_path": IMPORT_PATH,

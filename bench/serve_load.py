@@ -1,0 +1,323 @@
+"""Serving under load: the Serve app with and without batching, a plain FastAPI + uvicorn server of the same model
+(no Ray) and the raw forward pass in one process, measured side by side in one run.
+
+    python bench/serve_load.py [--arch resnet34] [--size 128] [--duration 10] [--concurrency 1,8,32]
+
+The model is a Planet export (untrained weights: speed does not depend on them) served at POST /planet; every
+request posts the same 128 px JPEG. The load generator is a small asyncio HTTP/1.1 client (one keep-alive
+connection per concurrent user, loopback only, each run bounded by --duration and --max-requests); it shares
+this machine's cores with the servers, as the issue's figures do. Targets at concurrency 32: batched Serve
+>= 0.8x the raw batched forward and >= 1.5x the plain unbatched server; at concurrency 1: Serve p50 <= raw
+single forward + 10 ms.
+"""
+
+import os
+import sys
+
+# bench/tokenize.py would shadow the standard library's tokenize module for scripts run from here
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+HOST = "127.0.0.1"  # never anything but loopback
+
+
+# --- the load generator ---
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    """Read one HTTP/1.1 response (Content-Length or chunked body); its status code."""
+    status = int((await reader.readline()).split()[1])
+    length, chunked = 0, False
+    while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+        elif name.lower() == "transfer-encoding" and "chunked" in value.lower():
+            chunked = True
+    if chunked:
+        while (size := int((await reader.readline()).strip() or b"0", 16)):
+            await reader.readexactly(size + 2)
+        await reader.readline()
+    else:
+        await reader.readexactly(length)
+    return status
+
+
+async def _user(port: int, path: str, body: bytes, ctype: str, stop_at: float, budget: list, out: list) -> None:
+    """One concurrent user: request after request on one connection until the time or the budget runs out."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    head = (f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    try:
+        while time.perf_counter() < stop_at and budget[0] > 0:
+            budget[0] -= 1
+            t0 = time.perf_counter()
+            writer.write(head + body)
+            await writer.drain()
+            status = await _read_response(reader)
+            out.append((t0, time.perf_counter() - t0, status))
+    finally:
+        writer.close()
+
+
+def _cpu_by_process() -> dict:
+    """CPU seconds so far of every process on this machine, by (pid, name)."""
+    tick, out = os.sysconf("SC_CLK_TCK"), {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            name = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        out[(pid, name[:70] or stat.split("(", 1)[1].split(")")[0])] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def measure(port: int, concurrency: int, **point) -> dict:
+    """`load` run in a child process without Ray (so the generator's CPU is its own), plus the CPU every
+    process spent during it per answered request: where a request's cost goes."""
+    before = _cpu_by_process()
+    code = ("import json, sys; sys.path[:] = [p for p in sys.path if not p.endswith('bench')]; "
+            "import importlib.util as u; s = u.spec_from_file_location('sl', sys.argv[1]); m = u.module_from_spec(s); "
+            "s.loader.exec_module(m); a = json.loads(sys.argv[2]); a['body'] = open(a['body'], 'rb').read(); "
+            "print(json.dumps(m.load(**a)))")
+    args = {"port": port, "concurrency": concurrency, **point}
+    out = subprocess.run([sys.executable, "-c", code, __file__, json.dumps(args)], capture_output=True, text=True,
+                         timeout=point["warmup"] + point["duration"] + 120)
+    if out.returncode:
+        raise RuntimeError(f"load generator failed: {out.stderr[-2000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    after, n = _cpu_by_process(), max(1, result["requests"])
+    spent = {name: after[key] - before.get(key, 0.0) for key, name in ((k, k[1]) for k in after)}
+    top = sorted(((round(1000 * v / n, 1), name) for name, v in spent.items() if v > 0.05), reverse=True)[:6]
+    result["cpu_ms_per_request"] = {name: ms for ms, name in top}
+    return result
+
+
+def load(port: int, path: str, body: bytes, ctype: str, concurrency: int, duration: float, warmup: float,
+         max_requests: int) -> dict:
+    """Throughput and latency percentiles of `concurrency` users for `duration` s (after `warmup` s)."""
+
+    async def run() -> list:
+        out: list = []
+        start = time.perf_counter()
+        await asyncio.gather(*(_user(port, path, body, ctype, start + warmup + duration, [max_requests], out)
+                               for _ in range(concurrency)))
+        return [(t - start, lat, status) for t, lat, status in out]
+
+    rows = asyncio.run(run())
+    kept = sorted(lat for t, lat, status in rows if t >= warmup and status == 200)
+    failed = sum(status != 200 for _, _, status in rows)
+    span = max((t + lat for t, lat, _ in rows if t >= warmup), default=warmup) - warmup
+    pct = (lambda q: 1000 * kept[min(len(kept) - 1, int(q * len(kept)))]) if kept else (lambda q: float("nan"))
+    return {"requests": len(kept), "failed": failed, "rps": len(kept) / max(span, 1e-9),
+            "p50_ms": pct(0.50), "p99_ms": pct(0.99)}
+
+
+# --- the plain FastAPI server (no Ray): one request at a time through the same Predictor ---
+
+def plain_server(export: str, port: int, threads: int) -> None:
+    """`python bench/serve_load.py --plain-server EXPORT PORT THREADS`: uvicorn, unbatched, same preprocessing."""
+    import torch
+    import uvicorn
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+
+    from raylessons.data.imageio import decode_image_bytes
+    from raylessons.inference import Predictor
+
+    torch.set_num_threads(threads)
+    predictor = Predictor.from_export(export)
+    api = FastAPI()
+
+    @api.post("/planet")
+    async def predict(request: Request) -> JSONResponse:
+        x, _ = predictor.prepare(decode_image_bytes(await request.body()))
+        row = predictor.forward([x])[0]
+        tags, _, probs = predictor.decode(row, predictor.threshold)
+        return JSONResponse({"tags": tags, "probs": dict(zip(predictor.classes, probs.tolist()))})
+
+    @api.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    uvicorn.run(api, host=HOST, port=port, log_level="warning")
+
+
+# --- the pieces ---
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def _wait(url: str, timeout: float = 120) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2, trust_env=False).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def make_export(out: Path, arch: str, size: int) -> tuple[Path, bytes]:
+    """A Planet export of `arch` at `size` px (untrained) and one JPEG of that size to post."""
+    from PIL import Image
+
+    from raylessons.data.synth import synth
+    from raylessons.tasks.planet import Config, build_data, build_learner
+
+    root = synth("planet", out / "planet", n=24, size=size, seed=0)
+    cfg = Config(data=str(root), size=size, bs=8, arch=arch)
+    export = build_learner(build_data(cfg), cfg).export(out / "export")
+    buf = io.BytesIO()
+    Image.open(next((root / "train-jpg").glob("*.jpg"))).convert("RGB").save(buf, format="JPEG", quality=90)
+    return export, buf.getvalue()
+
+
+def raw_forward(export: Path, body: bytes, threads: int, batch: int, seconds: float) -> dict:
+    """The limit: `Predictor.forward` on `batch` prepared images in this process, back to back."""
+    import torch
+
+    from raylessons.data.imageio import decode_image_bytes
+    from raylessons.inference import Predictor
+
+    torch.set_num_threads(threads)
+    predictor = Predictor.from_export(export)
+    t0 = time.perf_counter()
+    x, _ = predictor.prepare(decode_image_bytes(body))
+    prep_ms = 1000 * (time.perf_counter() - t0)
+    xs = [x] * batch
+    for _ in range(2):
+        predictor.forward(xs)
+    times = []
+    stop = time.perf_counter() + seconds
+    while time.perf_counter() < stop or len(times) < 3:
+        t0 = time.perf_counter()
+        predictor.forward(xs)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return {"batch": batch, "img_per_s": batch * len(times) / sum(times), "p50_ms": 1000 * times[len(times) // 2],
+            "decode_prepare_ms": prep_ms}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", default="resnet34")
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of every server and of the raw forward")
+    ap.add_argument("--concurrency", default="1,8,32")
+    ap.add_argument("--duration", type=float, default=10.0, help="measured seconds per point")
+    ap.add_argument("--warmup", type=float, default=2.0)
+    ap.add_argument("--max-requests", type=int, default=5000, help="per user and point: the load is bounded")
+    ap.add_argument("--max-batch-size", type=int, default=16)
+    ap.add_argument("--batch-wait", type=float, default=0.002, help="Serve batch_wait_timeout_s")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--plain-server", nargs=3, metavar=("EXPORT", "PORT", "THREADS"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.plain_server:
+        plain_server(args.plain_server[0], int(args.plain_server[1]), int(args.plain_server[2]))
+        return 0
+
+    levels = [int(c) for c in args.concurrency.split(",")]
+    out = Path(args.out or tempfile.mkdtemp(prefix="bench-serve-"))
+    export, body = make_export(out, args.arch, args.size)
+    body_file = out / "request.jpg"
+    body_file.write_bytes(body)
+    point = dict(path="/planet", body=str(body_file), ctype="image/jpeg", duration=args.duration,
+                 warmup=args.warmup, max_requests=args.max_requests)
+    results: dict = {}
+
+    # 1. the raw forward in this process (batch 1 and the batch size Serve uses)
+    results["raw"] = {b: raw_forward(export, body, args.threads, b, seconds=5) for b in (1, args.max_batch_size)}
+    for b, r in results["raw"].items():
+        print(f"raw forward batch {b:>2}: {r['img_per_s']:6.1f} img/s, {r['p50_ms']:.1f} ms per forward "
+              f"(decode + prepare {r['decode_prepare_ms']:.1f} ms)", flush=True)
+
+    # 2. plain FastAPI + uvicorn (no Ray, no batching)
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--plain-server", str(export), str(port), str(args.threads)],
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    try:
+        _wait(f"http://{HOST}:{port}/healthz")
+        results["plain"] = {c: measure(port, c, **point) for c in levels}
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    _print("plain FastAPI", results["plain"])
+
+    # 3. the Serve app, batched then unbatched (the same replicas: batch size is live user_config)
+    import ray
+
+    from raylessons.serving import local
+
+    port = _free_port()
+    options = dict(max_batch_size=args.max_batch_size, batch_wait_timeout_s=args.batch_wait, threads=args.threads)
+    local.start({"planet": str(export)}, port=port, **options)
+    try:
+        results["serve_batched"] = {c: measure(port, c, **point) for c in levels}
+        _print("Serve batched", results["serve_batched"])
+        local.configure("planet", max_batch_size=1)  # live, through user_config: same replica, batches of one
+        time.sleep(2)
+        results["serve_unbatched"] = {c: measure(port, c, **point) for c in levels}
+        _print("Serve unbatched", results["serve_unbatched"])
+    finally:
+        local.shutdown()
+        if ray.is_initialized():
+            ray.shutdown()
+
+    top = max(levels)
+    raw_b, raw_1 = results["raw"][args.max_batch_size], results["raw"][1]
+    sb, su, pl = (results[k][top] for k in ("serve_batched", "serve_unbatched", "plain"))
+    summary = {
+        f"serve_batched_over_raw_batched_c{top}": sb["rps"] / raw_b["img_per_s"],
+        f"serve_batched_over_plain_c{top}": sb["rps"] / pl["rps"],
+        f"serve_batched_over_serve_unbatched_c{top}": sb["rps"] / su["rps"],
+        "raw_batch_over_batch1": raw_b["img_per_s"] / raw_1["img_per_s"],
+        "serve_p50_c1_minus_raw_single_ms": results["serve_batched"][min(levels)]["p50_ms"] - raw_1["p50_ms"],
+    }
+    print(json.dumps({"results": results, "summary": summary}, indent=1, default=float))
+    print(f"\nat concurrency {top}: Serve batched {sb['rps']:.1f} req/s = {summary[f'serve_batched_over_raw_batched_c{top}']:.2f}x "
+          f"the raw batched forward (target >= 0.8), {summary[f'serve_batched_over_plain_c{top}']:.2f}x plain "
+          f"FastAPI (target >= 1.5), {summary[f'serve_batched_over_serve_unbatched_c{top}']:.2f}x Serve unbatched")
+    print(f"at concurrency {min(levels)}: Serve p50 {results['serve_batched'][min(levels)]['p50_ms']:.1f} ms vs raw "
+          f"single forward {raw_1['p50_ms']:.1f} ms: +{summary['serve_p50_c1_minus_raw_single_ms']:.1f} ms "
+          f"(target <= 10)")
+    return 0
+
+
+def _label(cmdline: str) -> str:
+    """A short name for a process: Ray's actor title, or the program and its first argument."""
+    if cmdline.startswith("ray::"):
+        return cmdline.split()[0][5:]
+    return " ".join(os.path.basename(part) for part in cmdline.split()[:2])
+
+
+def _print(name: str, by_level: dict) -> None:
+    for c, r in by_level.items():
+        print(f"{name:>16} c={c:>2}: {r['rps']:6.1f} req/s, p50 {r['p50_ms']:7.1f} ms, p99 {r['p99_ms']:7.1f} ms, "
+              f"{r['failed']} failed", flush=True)
+        cost = ", ".join(f"{ms} {_label(name)}" for name, ms in r["cpu_ms_per_request"].items())
+        print(f"{'':>16}       CPU ms per request: {cost}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
