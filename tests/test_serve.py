@@ -107,8 +107,8 @@ def server(ray_session, planet_export, spatial_exports, sentiment_export) -> str
 
     exports = {"planet": str(planet_export[0]), **{t: str(e[0]) for t, e in spatial_exports.items()},
                "sentiment": str(sentiment_export)}
-    # 0.45 CPU per model: room is left for the extra application of the timeout test
-    url = start(exports, port=_free_port(), max_body_bytes=MAX_BODY, batch_wait_timeout_s=0.05, replica_cpus=0.45)
+    # 0.3 CPU per model: room is left for a second planet replica and the extra application of the timeout test
+    url = start(exports, port=_free_port(), max_body_bytes=MAX_BODY, batch_wait_timeout_s=0.05, replica_cpus=0.3)
     yield url
     serve.shutdown()
 
@@ -730,3 +730,204 @@ def test_request_timeout_answers_504_json(server, planet_export):
             assert c.get("/slow/healthz").status_code == 200  # the app goes on answering
     finally:
         serve.delete("slow")
+
+
+# --- fuzzing: 1,000+ malformed requests across every route ---
+
+def _jpeg(width: int = 40, height: int = 30) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 40, 90)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def _jpeg_declaring(width: int, height: int) -> bytes:
+    """A small JPEG whose SOF0 header claims width x height."""
+    data = bytearray(_jpeg())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def _bad_requests():
+    """A hypothesis strategy of (path, content type, body, query): every one malformed by construction."""
+    from hypothesis import strategies as st
+
+    image_paths = st.sampled_from(["/planet", "/camvid", "/headpose"])
+    image_types = st.sampled_from(["image/jpeg", "image/png", "application/octet-stream"])
+    valid = [_png(30, 20), _jpeg()]
+    random_bytes = st.tuples(image_paths, image_types, st.binary(max_size=4096), st.just({}))
+    truncated = st.tuples(image_paths, image_types,
+                          st.builds(lambda img, frac: img[: int(len(img) * frac)], st.sampled_from(valid),
+                                    st.floats(0.0, 0.7)), st.just({}))  # cut inside the pixel data
+    huge = st.tuples(image_paths, image_types,
+                     st.builds(lambda f, w, h: f(w, h), st.sampled_from([_png_declaring, _jpeg_declaring]),
+                               st.integers(7000, 65535), st.integers(7000, 65535)), st.just({}))
+    wrong_type = st.tuples(st.sampled_from(["/planet", "/camvid", "/headpose", "/sentiment"]),
+                           st.sampled_from(["text/plain", "application/xml", "image/gif", "video/mp4", ""]),
+                           st.sampled_from(valid + [b'{"text": "fine"}', b""]), st.just({}))
+    bad_query = st.tuples(st.just("/planet"), st.just("image/png"), st.just(valid[0]),
+                          st.dictionaries(st.sampled_from(["threshold", "format", "x"]),
+                                          st.sampled_from(["-1", "2", "nan", "abc", "", "1e9"]), min_size=1))
+    json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                               lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5),
+                                                                                          inner, max_size=4),
+                               max_leaves=12)
+    bad_json = st.one_of(
+        st.binary(max_size=2048),                                                      # not JSON, not UTF-8
+        st.builds(lambda n: b"[" * n + b"]" * n, st.integers(1000, 60000)),             # deep nesting
+        st.builds(lambda n: (b'{"text": "' + b"a" * n + b'"}'), st.integers(MAX_BODY, 2 * MAX_BODY)),  # too big
+        st.builds(lambda n: b"1" * n, st.integers(4400, 9000)),                        # a giant integer
+        st.builds(lambda v: json.dumps({"text": v}).encode(),
+                  json_values.filter(lambda v: not isinstance(v, str) or not v.strip())),  # not a text / empty
+        st.builds(lambda v: json.dumps({"texts": v}).encode(),
+                  json_values.filter(lambda v: not (isinstance(v, list) and v and all(
+                      isinstance(t, str) and t.strip() for t in v)))),
+        st.builds(lambda v: json.dumps(v).encode(), json_values),  # anything but one of text/texts
+    ).filter(lambda b: not _is_good_text_body(b))
+    bad_text = st.tuples(st.just("/sentiment"), st.just("application/json"), bad_json, st.just({}))
+    return st.one_of(random_bytes, truncated, huge, wrong_type, bad_query, bad_text)
+
+
+def _is_good_text_body(raw: bytes) -> bool:
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        return False
+    if not isinstance(body, dict) or set(body) not in ({"text"}, {"texts"}):
+        return False
+    texts = [body["text"]] if "text" in body else body["texts"]
+    return isinstance(texts, list) and 0 < len(texts) <= 64 and all(isinstance(t, str) and t.strip() for t in texts)
+
+
+def _replica_rss() -> dict[int, int]:
+    """Resident memory (kB) of every model replica process of the module's app, by pid."""
+    import os
+
+    out = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            title = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[0]
+            if title.startswith(b"ray::ServeReplica:raylessons:"):
+                status = open(f"/proc/{pid}/status").read()
+                out[int(pid)] = int(status.split("VmRSS:")[1].split()[0])
+        except (OSError, IndexError):
+            continue
+    return out
+
+
+@pytest.mark.ray
+def test_fuzz_malformed_requests_get_json_4xx(server):
+    import threading
+    import time
+
+    from hypothesis import HealthCheck, given, settings
+
+    idle = _replica_rss()
+    assert len(idle) == 5  # the ingress and four models
+    peak, stop = dict(idle), threading.Event()
+
+    def sample():  # peak memory of every replica while the fuzzing runs
+        while not stop.wait(0.05):
+            for pid, kb in _replica_rss().items():
+                peak[pid] = max(peak.get(pid, 0), kb)
+
+    statuses: list[int] = []
+    client = httpx.Client(base_url=server, timeout=60, trust_env=False)
+
+    @settings(max_examples=1000, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(_bad_requests())
+    def send(request):
+        path, ctype, body, params = request
+        headers = {"content-type": ctype} if ctype else {}
+        r = client.post(path, content=body, headers=headers, params=params)
+        statuses.append(r.status_code)
+        assert 400 <= r.status_code < 500, (path, ctype, body[:80], params, r.status_code, r.text[:300])
+        assert r.headers["content-type"].startswith("application/json") and "error" in r.json(), r.text[:300]
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        send()
+    finally:
+        stop.set(), sampler.join(), client.close()
+    assert len(statuses) >= 1000
+    assert _replica_rss().keys() == idle.keys()  # no replica restarted
+    grown = {pid: peak[pid] / idle[pid] for pid in idle}
+    print(f"{len(statuses)} malformed requests: {sorted(set(statuses))}; peak/idle replica memory "
+          f"{ {pid: round(g, 3) for pid, g in grown.items()} }")
+    assert max(grown.values()) <= 1.10
+
+
+# --- a model replica killed under load ---
+
+def _replica_pids(task: str) -> list[int]:
+    """The live replica processes of `task` on this machine (Ray titles them `ray::ServeReplica:<app>:<name>`)."""
+    import os
+
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            title = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[0].decode(errors="replace")
+            state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if title.startswith(f"ray::ServeReplica:raylessons:{task}") and state != "Z":
+            pids.append(int(pid))
+    return sorted(pids)
+
+
+def _retries_logged() -> int:
+    """How many requests the ingress sent again because their replica died (from its log)."""
+    import glob
+
+    import ray
+
+    session = ray._private.worker._global_node.get_session_dir_path()
+    return sum(open(f, errors="replace").read().count("replica died with a request in flight")
+               for f in glob.glob(f"{session}/logs/serve/replica_raylessons_Ingress_*.log"))
+
+
+@pytest.mark.ray
+def test_replica_killed_under_load_costs_no_request(server, planet_export):
+    """Two planet replicas, four steady users, one replica SIGKILLed: no client sees it (the ingress resends
+    the requests that were in flight on it)."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from raylessons.serving import local
+
+    image = planet_export[1][0].read_bytes()
+    local.scale("planet", num_replicas=2)
+    try:
+        pids = _replica_pids("planet")
+        assert len(pids) == 2
+        answers, stop = [], threading.Event()
+
+        def user():  # request after request until stopped
+            with httpx.Client(base_url=server, timeout=60, trust_env=False) as c:
+                while not stop.is_set():
+                    t = time.monotonic()
+                    r = c.post("/planet", content=image, headers={"content-type": "image/jpeg"})
+                    answers.append((t, r.status_code, r.text[:200]))
+
+        users = [threading.Thread(target=user) for _ in range(4)]
+        for u in users:
+            u.start()
+        time.sleep(2)
+        killed_at, retried = time.monotonic(), _retries_logged()
+        os.kill(pids[0], signal.SIGKILL)  # a crash, not a graceful stop: requests in flight die with it
+        time.sleep(4)
+        stop.set()
+        for u in users:
+            u.join()
+        assert [a for a in answers if a[1] != 200] == []  # no client saw the replica die
+        assert sum(t < killed_at for t, _, _ in answers) >= 10 and sum(t > killed_at + 1 for t, _, _ in answers) >= 10
+        assert pids[1] in _replica_pids("planet")
+        print(f"{len(answers)} requests, {_retries_logged() - retried} resent after the kill")
+        with httpx.Client(base_url=server, timeout=30, trust_env=False) as c:
+            assert c.get("/healthz").json()["status"] == "ok"
+    finally:
+        local.scale("planet", num_replicas=1)

@@ -174,7 +174,9 @@ async def read_text_body(request: Request, max_bytes: int) -> dict:
     raw = await read_limited(request.stream(), max_bytes)
     try:
         body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except RecursionError:
+        raise ApiError(422, "invalid_body", 'JSON nested too deeply; send {"text": "..."}') from None
+    except (UnicodeDecodeError, ValueError) as e:  # ValueError: JSONDecodeError, or an integer of > 4300 digits
         raise ApiError(422, "invalid_body", f'body is not JSON ({e}); send {{"text": "..."}}') from None
     if not isinstance(body, dict) or ("text" in body) == ("texts" in body):
         raise ApiError(422, "invalid_body", 'send a JSON object with exactly one of "text" or "texts"')

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from ..errors import ConfigError
 
-__all__ = ["APP_NAME", "IMPORT_PATH", "start", "configure", "swap", "shutdown", "serve_forever"]
+__all__ = ["APP_NAME", "IMPORT_PATH", "start", "configure", "scale", "swap", "shutdown", "serve_forever"]
 
 APP_NAME = "raylessons"
 IMPORT_PATH = "raylessons.serving.app:build_app"
@@ -103,6 +103,15 @@ def configure(task: str, timeout_s: float = 180, **changes) -> dict:
     _started["user_configs"][task] = cfg
     _deploy(timeout_s)
     return cfg
+
+
+def scale(task: str, timeout_s: float = 180, **options) -> None:
+    """Change `task`'s deployment options in the config (e.g. `num_replicas=2`, `autoscaling_config={...}`),
+    as editing its entry under `deployments:` and running `serve deploy` again does; returns once running."""
+    if not _started:
+        raise RuntimeError("scale() needs an application started by start()")
+    _started["deployments"].setdefault(task, {}).update(options)
+    _deploy(timeout_s)
 
 
 def swap(exports: dict[str, str], timeout_s: float = 180) -> None:
