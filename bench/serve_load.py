@@ -295,7 +295,8 @@ def main(argv=None) -> int:
         "serve_p50_c1_minus_raw_single_ms": results["serve_batched"][min(levels)]["p50_ms"] - raw_1["p50_ms"],
     }
     print(json.dumps({"results": results, "summary": summary}, indent=1, default=float))
-    print(f"\nat concurrency {top}: Serve batched {sb['rps']:.1f} req/s = {summary[f'serve_batched_over_raw_batched_c{top}']:.2f}x "
+    ratio_raw = summary[f"serve_batched_over_raw_batched_c{top}"]
+    print(f"\nat concurrency {top}: Serve batched {sb['rps']:.1f} req/s = {ratio_raw:.2f}x "
           f"the raw batched forward (target >= 0.8), {summary[f'serve_batched_over_plain_c{top}']:.2f}x plain "
           f"FastAPI (target >= 1.5), {summary[f'serve_batched_over_serve_unbatched_c{top}']:.2f}x Serve unbatched")
     print(f"at concurrency {min(levels)}: Serve p50 {results['serve_batched'][min(levels)]['p50_ms']:.1f} ms vs raw "

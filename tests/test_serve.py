@@ -27,9 +27,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _png(width: int = 8, height: int = 8) -> bytes:
+def _png(width: int = 8, height: int = 8, fmt: str = "PNG") -> bytes:
+    """A plain green image, encoded (PNG unless `fmt` says otherwise)."""
     buf = io.BytesIO()
-    Image.new("RGB", (width, height), (10, 200, 30)).save(buf, format="PNG")
+    Image.new("RGB", (width, height), (10, 200, 30)).save(buf, format=fmt)
     return buf.getvalue()
 
 
@@ -734,15 +735,9 @@ def test_request_timeout_answers_504_json(server, planet_export):
 
 # --- fuzzing: 1,000+ malformed requests across every route ---
 
-def _jpeg(width: int = 40, height: int = 30) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (width, height), (200, 40, 90)).save(buf, format="JPEG")
-    return buf.getvalue()
-
-
 def _jpeg_declaring(width: int, height: int) -> bytes:
     """A small JPEG whose SOF0 header claims width x height."""
-    data = bytearray(_jpeg())
+    data = bytearray(_png(40, 30, "JPEG"))
     sof = data.index(b"\xff\xc0")
     data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
     return bytes(data)
@@ -754,7 +749,7 @@ def _bad_requests():
 
     image_paths = st.sampled_from(["/planet", "/camvid", "/headpose"])
     image_types = st.sampled_from(["image/jpeg", "image/png", "application/octet-stream"])
-    valid = [_png(30, 20), _jpeg()]
+    valid = [_png(30, 20), _png(40, 30, "JPEG")]
     random_bytes = st.tuples(image_paths, image_types, st.binary(max_size=4096), st.just({}))
     truncated = st.tuples(image_paths, image_types,
                           st.builds(lambda img, frac: img[: int(len(img) * frac)], st.sampled_from(valid),
@@ -818,7 +813,6 @@ def _replica_rss() -> dict[int, int]:
 @pytest.mark.ray
 def test_fuzz_malformed_requests_get_json_4xx(server):
     import threading
-    import time
 
     from hypothesis import HealthCheck, given, settings
 

@@ -15,6 +15,7 @@ import torch
 from ..errors import RaylessonsError
 from ..plan import next_position, parse_plan, plan_to_data, run_plan
 from ..tasks import get_task
+from .checkpoints import newest_complete, prune_untracked, write_manifest
 
 __all__ = ["TrainRun", "fit_plan", "train_loop_per_worker", "run_config_plan", "worker_threads", "use_sync_batchnorm"]
 
@@ -73,7 +74,16 @@ def train_loop_per_worker(config: dict) -> None:
         ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"checkpoint_s{stage:02d}_e{epoch:03d}")
 
     wrap = (lambda m: ray.train.torch.prepare_model(m, move_to_device=False)) if world > 1 else None
-    run_config_plan(config, report, ray.train.get_checkpoint(), device=ray.train.torch.get_device(), rank=rank,
+    checkpoint = ray.train.get_checkpoint()
+    if config.get("run_dir"):  # local or shared storage: resume from the newest whole checkpoint reported
+        registered = checkpoint.path if checkpoint is not None else None
+        newest = newest_complete(config["run_dir"], registered, remove_newer_incomplete=rank == 0)
+        if newest is not None and str(newest) != str(registered):
+            if rank == 0:
+                print(f"resuming from {newest.name}, reported but not registered by Ray before the failure "
+                      f"(Ray offered {Path(registered).name if registered else 'none'})", flush=True)
+            checkpoint = ray.train.Checkpoint.from_directory(str(newest))
+    run_config_plan(config, report, checkpoint, device=ray.train.torch.get_device(), rank=rank,
                     world=world, wrap_model=wrap)
 
 
@@ -141,6 +151,7 @@ def _report_epoch(learn, stage: int, epoch: int, stages, rank: int, last: bool, 
                                                              "metrics": _jsonable(metrics)}))
             if last:
                 learn.export(Path(d) / EXPORT_DIR)
+            write_manifest(d)  # last: a copy missing any file (or cut short) is not taken for a checkpoint
         report(metrics, d if rank == 0 else None, stage, epoch)
 
 
@@ -172,7 +183,7 @@ def fit_plan(run: TrainRun, callbacks: list | None = None) -> dict:
     (storage / run.name / "run.json").write_text(json.dumps({**asdict(run), "plan": plan_to_data(stages)},
                                                             indent=2))
     config = {"task": run.task, "task_config": asdict(cfg), "plan": run.plan, "seed": run.seed,
-              "threads": worker_threads(cpus)}
+              "threads": worker_threads(cpus), "run_dir": str(storage / run.name)}
     trainer = TorchTrainer(
         train_loop_per_worker, train_loop_config=config,
         scaling_config=ray.train.ScalingConfig(num_workers=run.num_workers, use_gpu=run.use_gpu,
@@ -187,6 +198,9 @@ def fit_plan(run: TrainRun, callbacks: list | None = None) -> dict:
         result = trainer.fit()
     except (ray.train.TrainingFailedError, ray.train.WorkerGroupError, ray.train.ControllerError) as e:
         raise RaylessonsError(f"training run {run.name!r} failed: {_root_cause(e)}") from e
+    tracked = {c.path for c, _ in (result.best_checkpoints or [])} | {result.checkpoint.path}
+    for d in prune_untracked(storage / run.name, tracked):  # e.g. one reported but never registered by Ray
+        log.info("removed untracked checkpoint %s", d)
     export = storage / run.name / EXPORT_DIR
     src = Path(result.checkpoint.path) / EXPORT_DIR
     if export.exists():
