@@ -161,7 +161,11 @@ def test_a_killed_sweep_resumes_and_keeps_finished_trials(sweep, planet_dir, tmp
     after = _finished_trials(exp)
     for trial, n_lines in finished_before.items():  # finished trials were kept, not re-run
         assert after[trial] == n_lines
-    assert len(after) >= 2
+    # exactly two trials ran, one per plan: the one in flight at the kill kept its plan (not re-sampled) and no
+    # plan ran twice to completion
+    assert len(after) == 2 and len(list(exp.glob("sweep_trial_*/result.json"))) == 2
+    plans = [json.loads(res.read_text().splitlines()[0])["config"] for res in exp.glob("sweep_trial_*/result.json")]
+    assert sorted(({k: c[k] for k in POINTS[0]} for c in plans), key=str) == sorted(POINTS[:2], key=str)
 
 
 def test_a_trial_can_run_ddp_on_ray_train_workers(sweep, planet_dir, tmp_path):
