@@ -394,8 +394,9 @@ def test_unknown_routes(client, method, path, status, error):
 
 @pytest.mark.ray
 def test_healthz_and_models(client, predictor):
-    assert client.get("/healthz").json() == {"status": "ok",
-                                             "models": ["camvid", "head_pose", "planet", "sentiment"]}
+    health = client.get("/healthz")  # every model deployment was asked
+    assert health.status_code == 200 and health.json() == {
+        "status": "ok", "models": {"camvid": "ok", "head_pose": "ok", "planet": "ok", "sentiment": "ok"}}
     cv, hp, info, st = client.get("/models").json()["models"]
     assert (st["task"], st["kind"], st["classes"]) == ("sentiment", "category", ["neg", "pos"])
     assert (cv["task"], cv["kind"], cv["size"], len(cv["classes"])) == ("camvid", "segmentation", [32, 48], 32)

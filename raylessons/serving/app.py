@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Literal, Mapping
 
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ray import serve
 from ray.exceptions import RayActorError
@@ -368,6 +369,7 @@ ROUTES: dict[str, Route] = {
 
 
 REPLICA_RETRIES = 4  # a request meeting a dead replica is sent again, backing off 0.05, 0.1, 0.2, 0.4 s
+HEALTH_TIMEOUT_S = 5.0  # GET /healthz: how long each model deployment has to answer
 
 api = FastAPI(title="raylessons", description="fast.ai lesson 3 models on Ray Serve")
 http.install_error_handlers(api)
@@ -383,16 +385,30 @@ class Ingress:
         self.models, self.max_body_bytes, self.request_timeout_s = models, max_body_bytes, request_timeout_s
 
     @api.get("/healthz")
-    async def healthz(self) -> dict:
-        """200 while the ingress runs; Serve restarts model replicas that fail their health checks."""
-        return {"status": "ok", "models": sorted(self.models)}
+    async def healthz(self) -> JSONResponse:
+        """200 when every model deployment answers within HEALTH_TIMEOUT_S, else 503 naming those that do not
+        (`{"status": "degraded", "models": {task: "unavailable: ..."}}`)."""
+        async def ask(task: str) -> str:
+            try:
+                await asyncio.wait_for(self._info(task), HEALTH_TIMEOUT_S)
+                return "ok"
+            except Exception as e:  # dead, restarting, overloaded or timed out: say so, do not raise
+                return f"unavailable: {type(e).__name__}"
+
+        tasks = sorted(self.models)
+        models = dict(zip(tasks, await asyncio.gather(*(ask(task) for task in tasks))))
+        ok = all(state == "ok" for state in models.values())
+        return JSONResponse({"status": "ok" if ok else "degraded", "models": models}, status_code=200 if ok else 503)
+
+    async def _info(self, task: str) -> dict:
+        return await self.models[task].info.remote()
 
     @api.get("/models")
     async def models_info(self) -> dict:
         """What every task serves now (asked of its model deployment, so a live swap shows at once)."""
         tasks = sorted(self.models)
         try:
-            infos = await asyncio.gather(*(self.models[task].info.remote() for task in tasks))
+            infos = await asyncio.gather(*(self._info(task) for task in tasks))
         except (RayActorError, BackPressureError) as e:
             raise http.ApiError(503, "model_unavailable", f"{type(e).__name__}") from None
         return {"models": list(infos)}
