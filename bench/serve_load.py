@@ -137,17 +137,16 @@ def plain_server(export: str, port: int, threads: int) -> None:
 
     from raylessons.data.imageio import decode_image_bytes
     from raylessons.inference import Predictor
+    from raylessons.serving.app import answer_multi_label  # the same answer the Serve app gives (no Ray started)
 
     torch.set_num_threads(threads)
     predictor = Predictor.from_export(export)
     api = FastAPI()
 
     @api.post("/planet")
-    async def predict(request: Request) -> JSONResponse:
-        x, _ = predictor.prepare(decode_image_bytes(await request.body()))
-        row = predictor.forward([x])[0]
-        tags, _, probs = predictor.decode(row, predictor.threshold)
-        return JSONResponse({"tags": tags, "probs": dict(zip(predictor.classes, probs.tolist()))})
+    async def predict(request: Request) -> JSONResponse:  # the Serve replica's work, minus batching and Ray
+        x, size = predictor.prepare(decode_image_bytes(await request.body()))
+        return JSONResponse(answer_multi_label(predictor, predictor.forward([x])[0], size))
 
     @api.get("/healthz")
     async def healthz() -> dict:

@@ -795,17 +795,18 @@ def _is_good_text_body(raw: bytes) -> bool:
     return isinstance(texts, list) and 0 < len(texts) <= 64 and all(isinstance(t, str) and t.strip() for t in texts)
 
 
-def _replica_rss() -> dict[int, int]:
-    """Resident memory (kB) of every model replica process of the module's app, by pid."""
+def _replica_rss(task: str = "") -> dict[int, int]:
+    """Resident memory (kB) of the live replica processes of the module's app (of `task`'s deployment when
+    given), by pid: Ray titles them `ray::ServeReplica:<app>:<deployment>`."""
     import os
 
     out = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            title = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[0]
-            if title.startswith(b"ray::ServeReplica:raylessons:"):
+            title = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[0].decode(errors="replace")
+            if title.startswith(f"ray::ServeReplica:raylessons:{task}"):
                 status = open(f"/proc/{pid}/status").read()
-                out[int(pid)] = int(status.split("VmRSS:")[1].split()[0])
+                out[int(pid)] = int(status.split("VmRSS:")[1].split()[0])  # no VmRSS: a zombie, skipped
         except (OSError, IndexError):
             continue
     return out
@@ -856,22 +857,6 @@ def test_fuzz_malformed_requests_get_json_4xx(server):
 
 # --- a model replica killed under load ---
 
-def _replica_pids(task: str) -> list[int]:
-    """The live replica processes of `task` on this machine (Ray titles them `ray::ServeReplica:<app>:<name>`)."""
-    import os
-
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            title = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[0].decode(errors="replace")
-            state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if title.startswith(f"ray::ServeReplica:raylessons:{task}") and state != "Z":
-            pids.append(int(pid))
-    return sorted(pids)
-
-
 def _retries_logged() -> int:
     """How many requests the ingress sent again because their replica died (from its log)."""
     import glob
@@ -897,7 +882,7 @@ def test_replica_killed_under_load_costs_no_request(server, planet_export):
     image = planet_export[1][0].read_bytes()
     local.scale("planet", num_replicas=2)
     try:
-        pids = _replica_pids("planet")
+        pids = sorted(_replica_rss("planet"))
         assert len(pids) == 2
         answers, stop = [], threading.Event()
 
@@ -920,7 +905,7 @@ def test_replica_killed_under_load_costs_no_request(server, planet_export):
             u.join()
         assert [a for a in answers if a[1] != 200] == []  # no client saw the replica die
         assert sum(t < killed_at for t, _, _ in answers) >= 10 and sum(t > killed_at + 1 for t, _, _ in answers) >= 10
-        assert pids[1] in _replica_pids("planet")
+        assert pids[1] in _replica_rss("planet")
         print(f"{len(answers)} requests, {_retries_logged() - retried} resent after the kill")
         with httpx.Client(base_url=server, timeout=30, trust_env=False) as c:
             assert c.get("/healthz").json()["status"] == "ok"

@@ -205,11 +205,7 @@ class _BatchedModel:
 
     def _load(self, path: str) -> _Loaded:
         """Load and check an export (this task's label kind, inside export_root): the new `_Loaded`."""
-        from ..learner_io import read_export_meta
-
-        export = resolve_export(self.task, path, self.export_root)
-        meta = read_export_meta(export)
-        check_export_kind(self.task, export, meta)
+        export, meta = checked_export(self.task, path, self.export_root)
         predictor = self._predictor(export)  # state dict loaded with weights_only
         return _Loaded(predictor, ANSWERS.get(predictor.kind), {**_summary(self.task, meta), "export": str(export)})
 
@@ -484,8 +480,6 @@ def _summary(task: str, meta: dict) -> dict:
 
 def build_app(args: AppArgs) -> Application:
     """The Serve application for `args.exports` (a dict is accepted too: `build_app({"exports": {...}})`)."""
-    from ..learner_io import read_export_meta  # imports torch: keep it out of the ingress process
-
     if not isinstance(args, AppArgs):
         try:
             args = AppArgs.model_validate(args)
@@ -497,8 +491,7 @@ def build_app(args: AppArgs) -> Application:
     for task, path in args.exports.items():
         if task not in ROUTES:
             raise ConfigError(f"unknown task {task!r}; known tasks: {sorted(ROUTES)}")
-        export = resolve_export(task, path, args.export_root)
-        check_export_kind(task, export, read_export_meta(export))  # missing/malformed export: fail now
+        export, _ = checked_export(task, path, args.export_root)  # missing/malformed/wrong export: fail now
         # The export is an init argument (what a new replica loads) and the start of user_config, where a config
         # deploy may name another one: `reconfigure` then swaps the model live. max_ongoing_requests >= batch
         # size, or batches never fill (Serve's default of 5 collapses under load).
@@ -507,6 +500,17 @@ def build_app(args: AppArgs) -> Application:
             ray_actor_options={"num_cpus": args.replica_cpus}, user_config=args.model_config_for(str(export)),
         ).bind(task, str(export), args.max_pixels, args.export_root)
     return Ingress.bind(handles, args.max_body_bytes, args.request_timeout_s)
+
+
+def checked_export(task: str, path: str, root: str | None) -> tuple[Path, dict]:
+    """(absolute export directory, its meta.json) of an export `task` can serve, checked without loading weights:
+    inside `root` when set, meta.json present and well formed, the model kind the task needs."""
+    from ..learner_io import read_export_meta  # imports torch: keep it out of the ingress process
+
+    export = resolve_export(task, path, root)
+    meta = read_export_meta(export)
+    check_export_kind(task, export, meta)
+    return export, meta
 
 
 def check_export_kind(task: str, export: Path, meta: dict) -> None:

@@ -87,10 +87,17 @@ def configure(task: str, timeout_s: float = 180, **changes) -> dict:
     """Change `task`'s model deployment live (`export`, `max_batch_size`, `batch_wait_timeout_s`, `threads`):
     the new `user_config` reaches its running replicas through `reconfigure` (no restart), as a `serve deploy`
     of a config whose deployment entry sets `user_config` does. Returns the deployment's new `user_config`."""
+    cfg = _set_user_config(task, changes)
+    _deploy(timeout_s)
+    return cfg
+
+
+def _set_user_config(task: str, changes: dict) -> dict:
+    """Record `task`'s next `user_config` (its current one with `changes`) for the next `_deploy`."""
     from .app import AppArgs, ModelConfig, resolve_export
 
     if not _started:
-        raise RuntimeError("configure() needs an application started by start()")
+        raise RuntimeError("configure() and swap() need an application started by start()")
     args = AppArgs.model_validate(_started["args"])
     if task not in args.exports:
         raise ConfigError(f"task {task!r} is not served; served: {sorted(args.exports)}")
@@ -101,7 +108,6 @@ def configure(task: str, timeout_s: float = 180, **changes) -> dict:
     except ValidationError as e:
         raise ConfigError(f"{task}: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}") from None
     _started["user_configs"][task] = cfg
-    _deploy(timeout_s)
     return cfg
 
 
@@ -118,19 +124,17 @@ def swap(exports: dict[str, str], timeout_s: float = 180) -> None:
     """Serve other exports (task -> export dir) without downtime: each new path reaches the running replicas
     through their `user_config`; requests in flight finish on the old model. Returns once GET /models shows
     every new export; an export that cannot be served fails before anything changes."""
-    from ..learner_io import read_export_meta
-    from .app import AppArgs, check_export_kind, resolve_export
+    from .app import AppArgs, checked_export
 
     args = AppArgs.model_validate(_started.get("args") or {"exports": {}})
     wanted = {}
     for task, path in exports.items():
         if task not in args.exports:
             raise ConfigError(f"task {task!r} is not served; served: {sorted(args.exports)}")
-        export = resolve_export(task, path, args.export_root)
-        check_export_kind(task, export, read_export_meta(export))
-        wanted[task] = str(export)
+        wanted[task] = str(checked_export(task, path, args.export_root)[0])
     for task, export in wanted.items():
-        configure(task, timeout_s, export=export)
+        _set_user_config(task, {"export": export})
+    _deploy(timeout_s)  # one config deploy for every swapped task
     deadline = time.monotonic() + timeout_s
     with httpx.Client(base_url=_started["url"], timeout=30, trust_env=False) as client:
         while True:
