@@ -691,8 +691,15 @@ def test_refused_swap_keeps_the_old_model(planet_export, other_planet_export, sp
             x, _ = predictor.prepare(decode_image_bytes(image))
             return info["export"], info.get("swap_error"), _forward_groups([(predictor, x)])[0].tolist()
 
-        return [step({})] + [step(cfg) for cfg in (
+        fresh = ImageModel.func_or_class("planet", export, export_root=root)
+        try:  # at deploy time a bad user_config fails the replica, naming the field
+            asyncio.run(fresh.reconfigure({"threads": 0}))
+            deploy_error = None
+        except Exception as e:
+            deploy_error = f"{type(e).__name__}: {e}"
+        return [deploy_error, step({})] + [step(cfg) for cfg in (
             {"export": "empty"}, {"export": "camvid-export"}, {"export": "../../etc"},  # refused
+            {"max_batch_sise": 4},  # a misspelt setting: refused, the settings and model stay
             {"export": "other-export", "max_batch_size": 4},  # relative to the root: swapped
             {"max_batch_size": 8},  # no export named: the current one stays
             {"export": export})]  # and back
@@ -703,11 +710,13 @@ def test_refused_swap_keeps_the_old_model(planet_export, other_planet_export, sp
     (root / "empty").mkdir(exist_ok=True)
     first, other = str(planet_export[0].resolve()), str(other.resolve())
     steps = ray.get(ray.remote(num_cpus=0)(scenario).remote(first, str(root), planet_export[1][0].read_bytes()))
-    start, missing, wrong_kind, escape, swapped, kept, back = steps
+    deploy_error, start, missing, wrong_kind, escape, misspelt, swapped, kept, back = steps
+    assert deploy_error.startswith("ConfigError: planet: invalid user_config: threads: Input should be greater")
     assert start[:2] == (first, None)
     for (export, error, probs), message in ((missing, "meta.json missing"), (wrong_kind, "holds a 'segmentation'"),
                                             (escape, "outside export_root")):
         assert export == first and message in error and probs == start[2]  # the old model still answers
+    assert misspelt[0] == first and "max_batch_sise: Extra inputs are not permitted" in misspelt[1]
     assert swapped[:2] == (other, None) and swapped[2] != pytest.approx(start[2], abs=1e-4)
     assert kept == swapped
     assert back == start

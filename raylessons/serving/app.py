@@ -199,7 +199,7 @@ class _BatchedModel:
 
     def __init__(self, task: str, export_dir: str, max_pixels: int = MAX_PIXELS, export_root: str | None = None):
         self.task, self.max_pixels, self.export_root = task, max_pixels, export_root
-        self.swap_error = None
+        self.swap_error, self.configured = None, False
         self.loaded = self._load(export_dir)
         self._apply(ModelConfig())
 
@@ -229,8 +229,17 @@ class _BatchedModel:
         cannot be served (missing, wrong kind, outside export_root) leaves the old model in place and is
         reported by GET /models as `swap_error`, rather than crashing the replica into a restart loop.
         """
-        cfg = ModelConfig.model_validate(user_config or {})
+        try:
+            cfg = ModelConfig.model_validate(user_config or {})
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+            if not self.configured:  # at deploy: fail it, naming the field
+                raise ConfigError(f"{self.task}: invalid user_config: {problems}") from None
+            self.swap_error = f"user_config refused, settings unchanged: {problems}"  # live: keep serving
+            log.error("%s: %s", self.task, self.swap_error)
+            return
         self._apply(cfg)
+        self.configured = True
         target = cfg.export
         try:
             if target is None or str(resolve_export(self.task, target, self.export_root)) == \
