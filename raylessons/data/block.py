@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import csv
 import logging
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -88,7 +89,7 @@ class ItemList:
                  header: str | int | None = "infer", delimiter: str = ",", **kwargs) -> "ItemList":
         """Items named in a CSV file (the lesson's `from_csv(path, 'train_v2.csv', folder=..., suffix=...)`)."""
         csv_path = Path(path) / csv_name
-        df = read_csv(csv_path, header=header, delimiter=delimiter)
+        df = read_csv(csv_path, header=header, delimiter=delimiter, on_bad_item=kwargs.get("on_bad_item", "raise"))
         return cls.from_df(df, path, cols=cols, folder=folder, suffix=suffix, where=csv_path, **kwargs)
 
     def _check_exists(self, where) -> "ItemList":
@@ -195,10 +196,29 @@ class ImageList(ItemList):
     """Items that are image files."""
 
 
-def read_csv(csv_path: Path, header: str | int | None = "infer", delimiter: str = ",") -> pd.DataFrame:
-    """A CSV as strings (nothing turned into NaN); missing, unparsable or empty files raise DataError naming it."""
+def read_csv(csv_path: Path, header: str | int | None = "infer", delimiter: str = ",",
+             on_bad_item: str = "raise") -> pd.DataFrame:
+    """A CSV as strings (nothing turned into NaN); missing, unparsable or empty files raise DataError naming it.
+
+    A row with more fields than the header (an unknown column layout) raises DataError naming the file and
+    line, or with `on_bad_item="skip"` is dropped and logged.
+    """
+    def skip(fields: list[str]) -> None:
+        log.warning("skipping a row of %s (on_bad_item='skip'): %d fields where the header has %d: %s",
+                    csv_path, len(fields), n_header, fields)
+        return None
+
+    n_header = 0
+    options = {}
+    if on_bad_item == "skip":
+        try:
+            with open(csv_path, newline="") as f:
+                n_header = len(next(csv.reader(f, delimiter=delimiter), []))
+        except (OSError, UnicodeDecodeError, csv.Error):
+            pass  # pandas reports it below
+        options = dict(on_bad_lines=skip, engine="python")
     try:
-        df = pd.read_csv(csv_path, header=header, delimiter=delimiter, dtype=str, keep_default_na=False)
+        df = pd.read_csv(csv_path, header=header, delimiter=delimiter, dtype=str, keep_default_na=False, **options)
     except FileNotFoundError:
         raise DataError("CSV file not found", csv_path) from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:

@@ -1,29 +1,53 @@
 """DataBunch: datasets + DataLoaders + normalisation; what a Learner trains on."""
 from __future__ import annotations
 
-import math
+import logging
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..errors import DataError
 from .imageio import open_image
 from .transforms import Pipeline, imagenet_stats
 
 __all__ = ["LabelFacts", "DataBunch", "DeviceBatch", "LabelledDataset", "ShardSampler"]
 
+log = logging.getLogger("raylessons")
+
 
 class LabelledDataset(Dataset):
-    """Items opened from disk, transformed jointly with their targets."""
+    """Items opened from disk, transformed jointly with their targets.
 
-    def __init__(self, items, label, pipeline, open_fn=open_image):
+    A corrupt item (unreadable image, truncated mask, mask codes out of range) raises DataError naming its
+    file. With `on_bad_item="skip"` it is logged once, remembered and replaced by the next good item, so
+    that batches keep their size; `skipped` lists the files skipped so far (in this process).
+    """
+
+    def __init__(self, items, label, pipeline, open_fn=open_image, on_bad_item: str = "raise"):
         self.items, self.label, self.pipeline, self.open_fn = items, label, pipeline, open_fn
+        self.on_bad_item = on_bad_item
+        self.skipped: dict[int, str] = {}
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int):
+        if self.on_bad_item == "raise":
+            return self._get(i)
+        n = len(self.items)
+        for j in (k % n for k in range(i, i + n)):
+            if j in self.skipped:
+                continue
+            try:
+                return self._get(j)
+            except DataError as e:
+                self.skipped[j] = str(e)
+                log.warning("skipping item %d (on_bad_item='skip'): %s", j, e)
+        raise DataError(f"every one of the {n} items is bad (on_bad_item='skip' skipped them all)",
+                        self.items[i] if n else None)
+
+    def _get(self, i: int):
         x = self.open_fn(self.items[i])
         if self.label is None:
             xt, _ = self.pipeline(x)
@@ -119,10 +143,11 @@ class DataBunch(LabelFacts, DeviceBatch):
         def pipe(tfms, train):
             return Pipeline(list(tfms or []), size=src.size, train=train, target_kind=kind, **extra)
 
-        train_ds = LabelledDataset(src.train.items, train_label, pipe(train_tfms, True))
-        valid_ds = LabelledDataset(src.valid.items, valid_label, pipe(valid_tfms, False))
+        mode = getattr(src.train, "on_bad_item", "raise")
+        train_ds = LabelledDataset(src.train.items, train_label, pipe(train_tfms, True), on_bad_item=mode)
+        valid_ds = LabelledDataset(src.valid.items, valid_label, pipe(valid_tfms, False), on_bad_item=mode)
         test_pipe = Pipeline(list(valid_tfms or []), size=src.size, train=False)
-        test_ds = None if src.test is None else LabelledDataset(src.test.items, None, test_pipe)
+        test_ds = None if src.test is None else LabelledDataset(src.test.items, None, test_pipe, on_bad_item=mode)
         data = cls(train_ds, valid_ds, test_ds, bs=bs, val_bs=val_bs, num_workers=num_workers,
                    path=path or src.path, size=src.size, **kwargs)
         data.src = src

@@ -141,8 +141,9 @@ class ItemLists:
         if label_cls in (MultiCategoryLabel, CategoryLabel):
             return self._labelled(label_cls, raws, classes, multi=multi)
         if label_cls.target_kind != "none":  # spatial labels check their files/values against the items
-            return LabelLists(self, label_cls(raws[0], classes, items=self.train.items),
-                              label_cls(raws[1], classes, items=self.valid.items))
+            mode = getattr(self.train, "on_bad_item", "raise")
+            return LabelLists(self, label_cls(raws[0], classes, items=self.train.items, on_bad_item=mode),
+                              label_cls(raws[1], classes, items=self.valid.items, on_bad_item=mode))
         return LabelLists(self, label_cls(raws[0], classes), label_cls(raws[1], classes))
 
     def label_from_folder(self, classes: list | None = None) -> "LabelLists":

@@ -79,29 +79,47 @@ class TextList(ItemList):
     def from_folder(cls, path: str | Path, vocab: Vocab | None = None, extensions=(".txt",), recurse: bool = True,
                     include: Sequence[str] | None = None, **kwargs) -> "TextList":
         """Every text file under `path` (sorted); `vocab` is used as is instead of building one."""
-        return super().from_folder(path, extensions=extensions, recurse=recurse, include=include, vocab=vocab,
-                                   **kwargs)
+        items = super().from_folder(path, extensions=extensions, recurse=recurse, include=include, vocab=vocab,
+                                    **kwargs)
+        return items._drop_empty_files() if items.on_bad_item == "skip" else items
 
     @classmethod
     def from_df(cls, df: pd.DataFrame, path: str | Path = ".", cols="text", vocab: Vocab | None = None,
                 where: str | Path = "dataframe", **kwargs) -> "TextList":
         """The texts in column `cols` of `df` (cell values, not file names); an empty cell raises DataError."""
         col = _column(df, cols, where)
-        texts = []
+        texts, empty = [], []
         for i, t in enumerate(df[col]):
             if t is None or (isinstance(t, float) and np.isnan(t)) or not str(t).strip():
-                raise DataError(f"empty text in column {col!r}", f"{where}:row {i + 2}")
+                if kwargs.get("on_bad_item", "raise") == "raise":
+                    raise DataError(f"empty text in column {col!r}", f"{where}:row {i + 2}")
+                log.warning("skipping row %d of %s (on_bad_item='skip'): empty text in column %r", i + 2, where, col)
+                empty.append(i)
             texts.append(str(t))
         items = cls(texts, path=path, df=df.reset_index(drop=True), vocab=vocab, **kwargs)
         items.where = str(where)
-        return items
+        return items._new([i for i in range(len(texts)) if i not in set(empty)]) if empty else items
+
+    def _drop_empty_files(self) -> "TextList":
+        """With on_bad_item='skip': the list without its empty (or whitespace-only) text files, each logged."""
+        keep = []
+        for i, p in enumerate(self.items):
+            try:
+                text, _ = read_text_file(p)
+            except FileNotFoundError:
+                text = ""
+            if text.strip():
+                keep.append(i)
+            else:
+                log.warning("skipping %s (on_bad_item='skip'): empty or missing text file", p)
+        return self if len(keep) == len(self.items) else self._new(keep)
 
     @classmethod
     def from_csv(cls, path: str | Path, csv_name: str, cols="text", vocab: Vocab | None = None,
                  header: str | int | None = "infer", delimiter: str = ",", **kwargs) -> "TextList":
         """The texts in column `cols` of `path/csv_name` (the lesson's `cols='text'` is the default)."""
         csv_path = Path(path) / csv_name
-        df = read_csv(csv_path, header=header, delimiter=delimiter)
+        df = read_csv(csv_path, header=header, delimiter=delimiter, on_bad_item=kwargs.get("on_bad_item", "raise"))
         return cls.from_df(df, path, cols=cols, vocab=vocab, where=csv_path, **kwargs)
 
     def read_texts(self) -> list[str]:

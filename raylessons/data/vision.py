@@ -15,6 +15,7 @@ points loss (`MSELossFlat`) skips NaN targets. `remove_out=False` keeps it, outs
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -29,6 +30,8 @@ from .labels import LABEL_KINDS, Label
 from .transforms import points_from_unit, points_to_unit
 
 __all__ = ["SegmentationLabel", "PointsLabel", "SegmentationItemList", "PointsItemList", "read_codes"]
+
+log = logging.getLogger("raylessons")
 
 
 def read_codes(path: str | Path) -> list[str]:
@@ -51,16 +54,20 @@ class SegmentationLabel(Label):
     kind = "segmentation"
     target_kind = "mask"
 
-    def __init__(self, raw: Sequence, classes: Sequence[str] | None = None, items: Sequence | None = None):
+    def __init__(self, raw: Sequence, classes: Sequence[str] | None = None, items: Sequence | None = None,
+                 on_bad_item: str = "raise"):
         if classes is None:
             raise DataError("segmentation labels need classes=codes (the class names, in index order)")
         super().__init__([Path(p) for p in raw], [str(c) for c in classes])
         if items is not None:
             missing = [(item, mask) for item, mask in zip(items, self.raw) if not mask.is_file()]
-            if missing:
+            if missing and on_bad_item == "raise":
                 item, mask = missing[0]
                 more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
                 raise DataError(f"label file for image {Path(item).name} not found{more}", mask)
+            for item, mask in missing:  # skipped by the dataset when it meets them
+                log.warning("label file for image %s not found (on_bad_item='skip': the item will be skipped): %s",
+                            Path(item).name, mask)
         self.void_code = self.classes.index("Void") if "Void" in self.classes else None
 
     @property
@@ -107,7 +114,7 @@ class PointsLabel(Label):
     target_kind = "points"
     remove_out = True
 
-    def __init__(self, raw: Sequence, classes=None, items: Sequence | None = None):
+    def __init__(self, raw: Sequence, classes=None, items: Sequence | None = None, on_bad_item: str = "raise"):
         points = [_as_points(p, items[i] if items is not None else None) for i, p in enumerate(raw)]
         counts = {len(p) for p in points}
         if len(counts) > 1:

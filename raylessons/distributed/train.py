@@ -109,10 +109,12 @@ def run_config_plan(config: dict, report: Callable, checkpoint=None, device=None
         learn.wrap_model = wrap_model
     stages = parse_plan(config["plan"], len(learn.layer_groups))
 
-    start, state, restore = (0, 0), None, None
+    start, state, restore, extra = (0, 0), None, None, {}
     if checkpoint is not None:
         state, pos = _position_of(checkpoint)
         start = next_position(stages, pos["stage"], pos["epoch"])
+        # reported with every epoch after a restart: how many epochs the checkpoint it resumed from held
+        extra["resumed_from_epochs"] = sum(s.epochs for s in stages[:pos["stage"]]) + pos["epoch"] + 1
 
         def restore(learn):
             learn.model.load_state_dict(state["model"])
@@ -126,21 +128,22 @@ def run_config_plan(config: dict, report: Callable, checkpoint=None, device=None
 
     def on_epoch_end(learn, stage: int, epoch: int) -> None:
         last = stage == len(stages) - 1 and epoch == stages[stage].epochs - 1
-        _report_epoch(learn, stage, epoch, stages, rank, last, report)
+        _report_epoch(learn, stage, epoch, stages, rank, last, report, extra)
 
     if start[0] >= len(stages):  # every stage finished before the restart: only the export is missing
         learn.model.load_state_dict(state["model"])
-        _report_epoch(learn, len(stages) - 1, stages[-1].epochs - 1, stages, rank, True, report)
+        _report_epoch(learn, len(stages) - 1, stages[-1].epochs - 1, stages, rank, True, report, extra)
         return
     run_plan(learn, stages, start, on_epoch_end=on_epoch_end, restore=restore, resize=resize)
 
 
-def _report_epoch(learn, stage: int, epoch: int, stages, rank: int, last: bool, report: Callable) -> None:
+def _report_epoch(learn, stage: int, epoch: int, stages, rank: int, last: bool, report: Callable,
+                  extra: dict | None = None) -> None:
     row = dict(learn.recorder.epoch_rows[-1]) if learn.recorder.epoch_rows else {}
     row.pop("epoch", None)
     done_epochs = sum(s.epochs for s in stages[:stage]) + epoch + 1
     metrics = {**row, "stage": stage, "stage_epoch": epoch, "training_iteration_epochs": done_epochs,
-               "done": last}
+               "done": last, **(extra or {})}
     with tempfile.TemporaryDirectory() as d:
         if rank == 0:
             state = {"model": learn.model.state_dict()}

@@ -1,7 +1,6 @@
 """cnn_learner's model: a torchvision resnet body and fastai v1's head, split into 3 layer groups."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch

@@ -39,6 +39,7 @@ class Config:
     arch: str = "resnet34"
     pretrained: bool | str = False
     num_workers: int = 0
+    on_bad_item: str = "raise"  # "skip": corrupt images or masks are logged and left out
     tfms: dict = field(default_factory=dict)  # get_transforms() defaults
 
 
@@ -53,7 +54,7 @@ def build_source(cfg: Config):
     path = Path(cfg.data).expanduser()
     codes = read_codes(path / cfg.codes)
     labels = path / cfg.labels
-    return (SegmentationItemList.from_folder(path / cfg.images)
+    return (SegmentationItemList.from_folder(path / cfg.images, on_bad_item=cfg.on_bad_item)
             .split_by_fname_file(f"../{cfg.valid}")
             .label_from_func(lambda x: get_y_fn(x, labels), classes=codes))
 

@@ -30,6 +30,7 @@ class Config:
     arch: str = "resnet34"
     pretrained: bool | str = False
     num_workers: int = 0
+    on_bad_item: str = "raise"  # "skip": corrupt images are logged and left out
     ps: float = 0.5  # head dropout (fastai's default)
     # from scratch, a zero final layer makes the untrained model predict the image centre (MSE ~0.03) instead of
     # kaiming-sized noise (MSE ~2) that the first epochs would spend shrinking
@@ -42,7 +43,7 @@ def build_source(cfg: Config):
     """PointsItemList.from_folder(path).split_by_valid_func(folder == '13').label_from_func(get_ctr)."""
     path = Path(cfg.data).expanduser()
     valid = cfg.valid_folder
-    return (PointsItemList.from_folder(path)
+    return (PointsItemList.from_folder(path, on_bad_item=cfg.on_bad_item)
             .split_by_valid_func(lambda o: Path(o).parent.name == valid)
             .label_from_func(get_ctr))
 

@@ -31,6 +31,7 @@ class Config:
     classes: list = field(default_factory=lambda: ["neg", "pos"])
     bs: int = 48
     drop_mult: float = 0.5
+    on_bad_item: str = "raise"  # "skip": empty reviews are logged and left out
     model: dict = field(default_factory=dict)  # dropout overrides; sizes always come from the LM
     size: object = None  # unused (the image tasks' knob)
     pretrained: bool | str = False  # unused: the encoder comes from lm_export
@@ -50,7 +51,7 @@ def build_source(cfg: Config):
     """TextList.from_folder(path, vocab=data_lm.vocab).split_by_folder(valid='test').label_from_folder(classes)."""
     vocab = Vocab(lm_meta(cfg)["itos"])
     path = Path(cfg.data).expanduser()
-    return (TextList.from_folder(path, vocab=vocab)
+    return (TextList.from_folder(path, vocab=vocab, on_bad_item=cfg.on_bad_item)
             .split_by_folder(train=cfg.train, valid=cfg.valid)
             .label_from_folder(classes=list(cfg.classes)))
 

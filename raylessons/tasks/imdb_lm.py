@@ -28,6 +28,7 @@ class Config:
     max_vocab: int = 60000
     min_freq: int = 3
     drop_mult: float = 0.3
+    on_bad_item: str = "raise"  # "skip": empty reviews are logged and left out
     pretrained: bool | str = False  # True: fastai's WT103; a path: wt103-fwd folder or a `pretrain-lm` export
     model: dict = field(default_factory=dict)  # AWDLSTMConfig overrides, e.g. {"emb_sz": 64, "n_hid": 128}
     size: object = None  # unused (the image tasks' knob); kept so every task takes the same options
@@ -36,7 +37,8 @@ class Config:
 def build_source(cfg: Config):
     """TextList.from_folder(path).filter_by_folder(include).split_by_rand_pct(0.1).label_for_lm()."""
     path = Path(cfg.data).expanduser()
-    items = TextList.from_folder(path, max_vocab=cfg.max_vocab, min_freq=cfg.min_freq)
+    items = TextList.from_folder(path, max_vocab=cfg.max_vocab, min_freq=cfg.min_freq,
+                                on_bad_item=cfg.on_bad_item)
     if cfg.include:  # empty: every text under `path` (a flat corpus)
         items = items.filter_by_folder(include=list(cfg.include))
     return items.split_by_rand_pct(cfg.valid_pct, seed=cfg.seed).label_for_lm()
