@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--n-hid", type=int, default=1152)
     pre.add_argument("--n-layers", type=int, default=3)
     pre.add_argument("--drop-mult", type=float, default=0.1)
-    pre.add_argument("--num-workers", type=int, default=1, help="Ray Train workers")
+    pre.add_argument("--num-workers", type=int, default=1,
+                     help="Ray Train workers (0: in this process, without Ray)")
     pre.add_argument("--use-gpu", action="store_true")
     pre.add_argument("--storage", default="~/raylessons_results")
     pre.add_argument("--name", default="pretrain-lm")

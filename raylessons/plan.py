@@ -138,17 +138,25 @@ def next_position(stages: list[Stage], stage: int, epoch: int) -> tuple[int, int
 class _EpochHook(Callback):
     order = 10  # after the recorder has the epoch's numbers
 
-    def __init__(self, stage: int, fn: Callable):
-        self.stage, self.fn = stage, fn
+    def __init__(self, stage: int, fn: Callable | None, begin: Callable | None = None):
+        self.stage, self.fn, self.begin = stage, fn, begin
+
+    def before_epoch(self, learn) -> None:
+        if self.begin is not None:
+            self.begin(learn, self.stage, learn.epoch)
 
     def after_epoch(self, learn) -> None:
-        self.fn(learn, self.stage, learn.epoch)
+        if self.fn is not None:
+            self.fn(learn, self.stage, learn.epoch)
 
 
 def run_plan(learn, stages: list[Stage], start: tuple[int, int] = (0, 0),
              on_epoch_end: Callable | None = None, restore: Callable | None = None,
-             resize: Callable | None = None) -> None:
-    """Run the stages from position `start`; `restore(learn)` reloads state before a resumed stage."""
+             resize: Callable | None = None, on_epoch_begin: Callable | None = None) -> None:
+    """Run the stages from position `start`; `restore(learn)` reloads state before a resumed stage.
+
+    `on_epoch_begin` / `on_epoch_end` are called as fn(learn, stage index, epoch within the stage).
+    """
     stages = parse_plan(stages, len(learn.layer_groups))
     start_stage, start_epoch = start
     for si, stage in enumerate(stages):
@@ -163,7 +171,7 @@ def run_plan(learn, stages: list[Stage], start: tuple[int, int] = (0, 0),
         if si == start_stage and restore is not None:
             learn.create_opt(learn.lr_range(stage.max_lr), stage.wd)
             restore(learn)
-        cbs = [_EpochHook(si, on_epoch_end)] if on_epoch_end else []
+        cbs = [_EpochHook(si, on_epoch_end, on_epoch_begin)] if on_epoch_end or on_epoch_begin else []
         learn.fit_one_cycle(stage.epochs, stage.max_lr, moms=stage.moms, div_factor=stage.div_factor,
                             pct_start=stage.pct_start, final_div=stage.final_div, wd=stage.wd,
                             callbacks=cbs, start_epoch=start_epoch if first else 0)

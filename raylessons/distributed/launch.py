@@ -76,7 +76,8 @@ def add_train_arguments(parser: argparse.ArgumentParser, task: str | None = None
         parser.add_argument("--task", choices=TASKS, required=True)
     add_task_arguments(parser)
     parser.add_argument("--plan", default="lesson", help="'lesson', 'smoke', a JSON list of stages or a file")
-    parser.add_argument("--num-workers", type=int, default=1, help="Ray Train workers")
+    parser.add_argument("--num-workers", type=int, default=1,
+                        help="Ray Train workers (0: run in this process without Ray, e.g. to debug)")
     parser.add_argument("--use-gpu", action="store_true")
     parser.add_argument("--cpus-per-worker", type=float, default=None)
     parser.add_argument("--name", default=None, help="run name; the same name resumes from its last checkpoint")
@@ -132,7 +133,8 @@ def run_from_args(args: argparse.Namespace, task: str | None = None) -> dict:
                    name=args.name or f"{task}-{Path(args.data).name}", storage_path=args.storage,
                    num_workers=args.num_workers, use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker,
                    max_failures=args.max_failures, seed=args.seed)
-    init_ray()
+    if run.num_workers > 0:  # 0: in this process, no Ray
+        init_ray()
     result = fit_plan(run)
     print(json.dumps({"export": result["export"], "metrics": result["metrics"]}, indent=2, default=str))
     return result

@@ -1,27 +1,30 @@
 """Ray Train: run a plan on a TorchTrainer, report and checkpoint every epoch, resume by run name."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from ..errors import RaylessonsError
+from ..errors import ConfigError, RaylessonsError
 from ..plan import next_position, parse_plan, plan_to_data, run_plan
 from ..tasks import get_task
 from .checkpoints import newest_complete, prune_untracked, write_manifest
 
-__all__ = ["TrainRun", "fit_plan", "train_loop_per_worker", "run_config_plan", "worker_threads", "use_sync_batchnorm"]
+__all__ = ["TrainRun", "fit_plan", "fit_plan_here", "train_loop_per_worker", "run_config_plan", "worker_threads", "use_sync_batchnorm"]
 
 log = logging.getLogger("raylessons")
 
 STATE_FILE, POSITION_FILE, EXPORT_DIR = "state.pt", "position.json", "export"
+RESUMES_FILE = "resumes.jsonl"  # one line per restart: the checkpoint resumed from (and what Ray offered)
 
 
 @dataclass
@@ -83,6 +86,10 @@ def train_loop_per_worker(config: dict) -> None:
                 print(f"resuming from {newest.name}, reported but not registered by Ray before the failure "
                       f"(Ray offered {Path(registered).name if registered else 'none'})", flush=True)
             checkpoint = ray.train.Checkpoint.from_directory(str(newest))
+        if checkpoint is not None and rank == 0:  # the run's record of its restarts
+            with open(Path(config["run_dir"]) / RESUMES_FILE, "a") as f:
+                f.write(json.dumps({"time": time.time(), "checkpoint": Path(checkpoint.path).name,
+                                    "registered_by_ray": Path(registered).name if registered else None}) + "\n")
     run_config_plan(config, report, checkpoint, device=ray.train.torch.get_device(), rank=rank,
                     world=world, wrap_model=wrap)
 
@@ -126,15 +133,29 @@ def run_config_plan(config: dict, report: Callable, checkpoint=None, device=None
     def resize(learn, size, bs=None):
         learn.data = task.build_data(cfg, size=size, src=src, bs=bs).distributed(rank, world, config["seed"])
 
+    def on_epoch_begin(learn, stage: int, epoch: int) -> None:
+        # every epoch draws its augmentations and dropout masks from a generator seeded by (seed, rank, epoch):
+        # a run restarted from a checkpoint replays exactly what the uninterrupted run would have done
+        done = sum(s.epochs for s in stages[:stage]) + epoch
+        torch.manual_seed(epoch_seed(config["seed"], rank, done))
+
     def on_epoch_end(learn, stage: int, epoch: int) -> None:
         last = stage == len(stages) - 1 and epoch == stages[stage].epochs - 1
         _report_epoch(learn, stage, epoch, stages, rank, last, report, extra)
 
     if start[0] >= len(stages):  # every stage finished before the restart: only the export is missing
         learn.model.load_state_dict(state["model"])
-        _report_epoch(learn, len(stages) - 1, stages[-1].epochs - 1, stages, rank, True, report, extra)
+        saved = {k: v for k, v in pos.get("metrics", {}).items()  # the last epoch's numbers, as they were
+                 if k not in ("stage", "stage_epoch", "training_iteration_epochs", "done")}
+        _report_epoch(learn, len(stages) - 1, stages[-1].epochs - 1, stages, rank, True, report, {**saved, **extra})
         return
-    run_plan(learn, stages, start, on_epoch_end=on_epoch_end, restore=restore, resize=resize)
+    run_plan(learn, stages, start, on_epoch_end=on_epoch_end, restore=restore, resize=resize,
+             on_epoch_begin=on_epoch_begin)
+
+
+def epoch_seed(seed: int, rank: int, epoch: int) -> int:
+    """The torch seed of epoch `epoch` (counted over the whole plan) on rank `rank` of a run seeded `seed`."""
+    return (seed * 1_000_003 + rank * 10_007 + epoch) % 2**63
 
 
 def _report_epoch(learn, stage: int, epoch: int, stages, rank: int, last: bool, report: Callable,
@@ -171,10 +192,14 @@ def fit_plan(run: TrainRun, callbacks: list | None = None) -> dict:
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    if run.num_workers < 0:
+        raise ConfigError(f"num_workers must be >= 0 (0: in this process, without Ray), got {run.num_workers}")
     task = get_task(run.task)
     cfg = task.Config(**run.task_config)
     stages = parse_plan(run.plan, None)  # layer-group bounds are checked again in the workers, on the real model
     task.build_source(cfg)  # bad CSVs, missing files, empty cells: fail here, before any worker starts
+    if run.num_workers == 0:
+        return fit_plan_here(run, cfg, stages)
     from .launch import init_ray
 
     init_ray()
@@ -211,6 +236,54 @@ def fit_plan(run: TrainRun, callbacks: list | None = None) -> dict:
     shutil.copytree(src, export)
     return {"metrics": dict(result.metrics), "export": str(export), "checkpoint": result.checkpoint.path,
             "path": str(storage / run.name)}
+
+
+class _LocalCheckpoint:
+    """What `run_config_plan` reads of a checkpoint (a Ray Checkpoint's `path` and `as_directory`), on disk here."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def as_directory(self):
+        return contextlib.nullcontext(self.path)
+
+
+def fit_plan_here(run: TrainRun, cfg=None, stages=None) -> dict:
+    """`run` in this process, without Ray (`num_workers=0`): the same plan, checkpoints, resume and export as
+    `fit_plan` on Ray Train, for small jobs and for debugging (breakpoints work). Returns what `fit_plan` does."""
+    if run.use_gpu and not torch.cuda.is_available():
+        raise ConfigError("use_gpu is set but this process sees no CUDA device")
+    cfg = cfg if cfg is not None else get_task(run.task).Config(**run.task_config)
+    stages = stages if stages is not None else parse_plan(run.plan, None)
+    run_dir = Path(run.storage_path).expanduser().resolve() / run.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "run.json").write_text(json.dumps({**asdict(run), "plan": plan_to_data(stages)}, indent=2))
+    newest = newest_complete(run_dir, None, remove_newer_incomplete=True)
+    if newest is not None:
+        with open(run_dir / RESUMES_FILE, "a") as f:
+            f.write(json.dumps({"time": time.time(), "checkpoint": newest.name, "registered_by_ray": None}) + "\n")
+    last: dict = {}
+
+    def report(metrics: dict, ckpt_dir: str | None, stage: int, epoch: int) -> None:
+        dest = run_dir / f"checkpoint_s{stage:02d}_e{epoch:03d}"
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(ckpt_dir, dest)
+        last.update(metrics=dict(metrics), checkpoint=dest)
+        kept = sorted((p for p in run_dir.glob("checkpoint_s*") if p.is_dir()), key=lambda p: p.name)
+        for old in kept[:-run.num_to_keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    config = {"task": run.task, "task_config": asdict(cfg), "plan": run.plan, "seed": run.seed,
+              "threads": torch.get_num_threads(), "run_dir": str(run_dir)}
+    device = torch.device("cuda") if run.use_gpu else None
+    run_config_plan(config, report, _LocalCheckpoint(newest) if newest is not None else None, device=device)
+    export = run_dir / EXPORT_DIR
+    if export.exists():
+        shutil.rmtree(export)
+    shutil.copytree(last["checkpoint"] / EXPORT_DIR, export)
+    return {"metrics": last["metrics"], "export": str(export), "checkpoint": str(last["checkpoint"]),
+            "path": str(run_dir)}
 
 
 def _root_cause(e: BaseException) -> str:
