@@ -135,7 +135,8 @@ def test_a_killed_sweep_resumes_and_keeps_finished_trials(sweep, planet_dir, tmp
     from raylessons.sweep.finder import FINDERS_FILE
     from raylessons.sweep.run import experiment_name, run_sweep
 
-    cfg = _cfg(planet_dir, tmp_path, trials=2, max_concurrent=1, configs=POINTS[:2], scheduler="fifo", epochs=2)
+    # a randomly sampled space: a restored sweep must not draw new plans for the trials it had
+    cfg = _cfg(planet_dir, tmp_path, trials=2, max_concurrent=1, scheduler="fifo", epochs=2)
     exp = tmp_path / experiment_name(cfg)
     exp.mkdir()
     # same task and finder options as the module's sweep: its finder results are reused (only trials run here)
@@ -152,6 +153,7 @@ def test_a_killed_sweep_resumes_and_keeps_finished_trials(sweep, planet_dir, tmp
             time.sleep(1)
         finished_before = _finished_trials(exp)
         assert finished_before, "no trial finished before the deadline"
+        plans_before = {p.parent.name: p.read_text() for p in exp.glob("sweep_trial_*/plan.json")}
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray instance it started, mid-sweep
         proc.wait()
@@ -161,11 +163,12 @@ def test_a_killed_sweep_resumes_and_keeps_finished_trials(sweep, planet_dir, tmp
     after = _finished_trials(exp)
     for trial, n_lines in finished_before.items():  # finished trials were kept, not re-run
         assert after[trial] == n_lines
-    # exactly two trials ran, one per plan: the one in flight at the kill kept its plan (not re-sampled) and no
-    # plan ran twice to completion
+    # exactly two trials ran, one per sampled plan: every trial started before the kill (the one in flight
+    # included) kept its plan, none was re-sampled, and no plan ran twice to completion
     assert len(after) == 2 and len(list(exp.glob("sweep_trial_*/result.json"))) == 2
-    plans = [json.loads(res.read_text().splitlines()[0])["config"] for res in exp.glob("sweep_trial_*/result.json")]
-    assert sorted(({k: c[k] for k in POINTS[0]} for c in plans), key=str) == sorted(POINTS[:2], key=str)
+    plans_after = {p.parent.name: p.read_text() for p in exp.glob("sweep_trial_*/plan.json")}
+    assert plans_before and all(plans_after[t] == plan for t, plan in plans_before.items())
+    assert len(plans_after) == 2 and len(set(plans_after.values())) == 2
 
 
 def test_a_trial_can_run_ddp_on_ray_train_workers(sweep, planet_dir, tmp_path):
