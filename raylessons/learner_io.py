@@ -8,12 +8,11 @@ from pathlib import Path
 
 import torch
 
-from .errors import DataError
+from .export_meta import EXPORT_META, EXPORT_MODEL, read_export_meta  # noqa: F401  (re-exported)
 
 __all__ = ["save", "load", "export", "load_learner", "predict", "get_preds", "read_export_meta",
            "EXPORT_MODEL", "EXPORT_META"]
 
-EXPORT_MODEL, EXPORT_META = "model.pt", "meta.json"
 
 
 def _model_file(learn, name: str | Path) -> Path:
@@ -76,21 +75,6 @@ def _last_metrics(learn) -> dict:
     if not rows:
         return {}
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rows[-1].items()}
-
-
-def read_export_meta(dest: str | Path) -> dict:
-    """The metadata of an export directory; a missing or malformed file raises DataError."""
-    file = Path(dest) / EXPORT_META
-    if not file.is_file():
-        raise DataError("not an export directory (meta.json missing)", dest)
-    try:
-        meta = json.loads(file.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"malformed JSON: {e}", file) from None
-    for key in ("model", "label_kind"):
-        if key not in meta:
-            raise DataError(f"missing key {key!r}", file)
-    return meta
 
 
 def load_learner(dest: str | Path, device: str | torch.device | None = None):

@@ -920,3 +920,27 @@ def test_replica_killed_under_load_costs_no_request(server, planet_export):
             assert c.get("/healthz").json()["status"] == "ok"
     finally:
         local.scale("planet", num_replicas=1)
+
+
+@pytest.mark.ray
+def test_healthz_reports_a_dead_model_until_serve_replaces_it(server, sentiment_export):
+    """The only sentiment replica SIGKILLed: /healthz answers 503 naming it (the others ok) while Serve starts a
+    new one, then 200 again; the text route answers again afterwards."""
+    import os
+    import signal
+    import time
+
+    (pid,) = _replica_rss("sentiment")
+    os.kill(pid, signal.SIGKILL)
+    with httpx.Client(base_url=server, timeout=60, trust_env=False) as c:
+        r = c.get("/healthz")
+        assert r.status_code == 503, r.text
+        body = r.json()
+        assert body["status"] == "degraded" and body["models"]["sentiment"].startswith("unavailable")
+        assert all(state == "ok" for task, state in body["models"].items() if task != "sentiment")
+        deadline = time.monotonic() + 120
+        while (r := c.get("/healthz")).status_code != 200 and time.monotonic() < deadline:
+            time.sleep(1)
+        assert r.json() == {"status": "ok", "models": {t: "ok" for t in body["models"]}}
+        assert pid not in _replica_rss("sentiment")
+        assert c.post("/sentiment", json={"text": "A fine film."}).status_code == 200

@@ -34,6 +34,8 @@ __all__ = ["AppArgs", "ModelConfig", "Route", "ROUTES", "ANSWERS", "ImageModel",
 
 log = logging.getLogger("ray.serve")
 
+REPLICA_RETRIES = 4  # a request meeting a dead replica is sent again, backing off 0.05, 0.1, 0.2, 0.4 s
+HEALTH_TIMEOUT_S = 5.0  # GET /healthz: how long each model deployment has to answer
 
 
 class ModelConfig(BaseModel):
@@ -59,6 +61,7 @@ class AppArgs(BaseModel):
     replica_cpus: float = Field(1.0, gt=0)  # CPUs each model replica reserves (a config file's ray_actor_options win)
     export_root: str | None = None  # when set, every export must lie inside it
     request_timeout_s: float | None = Field(None, gt=0)  # a prediction taking longer answers 504 (JSON)
+    replica_retries: int = Field(REPLICA_RETRIES, ge=0)  # resends of a request whose model replica died under it
 
     @field_validator("exports", mode="before")
     @classmethod
@@ -373,9 +376,6 @@ ROUTES: dict[str, Route] = {
 }
 
 
-REPLICA_RETRIES = 4  # a request meeting a dead replica is sent again, backing off 0.05, 0.1, 0.2, 0.4 s
-HEALTH_TIMEOUT_S = 5.0  # GET /healthz: how long each model deployment has to answer
-
 api = FastAPI(title="raylessons", description="fast.ai lesson 3 models on Ray Serve")
 http.install_error_handlers(api)
 
@@ -386,8 +386,9 @@ class Ingress:
     """HTTP front door: validates requests, then awaits the task's model deployment."""
 
     def __init__(self, models: dict[str, DeploymentHandle], max_body_bytes: int,
-                 request_timeout_s: float | None = None):
+                 request_timeout_s: float | None = None, replica_retries: int = REPLICA_RETRIES):
         self.models, self.max_body_bytes, self.request_timeout_s = models, max_body_bytes, request_timeout_s
+        self.replica_retries = replica_retries
 
     @api.get("/healthz")
     async def healthz(self) -> JSONResponse:
@@ -422,15 +423,15 @@ class Ingress:
         """The model deployment's answer. A replica that dies with the request in flight (killed, out of
         memory, node lost) fails it with RayActorError: inference has no side effects, so the request is sent
         again, and Serve routes it to a live replica (or the restarted one)."""
-        for attempt in range(REPLICA_RETRIES + 1):
+        for attempt in range(self.replica_retries + 1):
             response = self.models[task].remote(body, query)
             try:
                 return await response
             except (RayActorError, ReplicaUnavailableError) as e:
-                if attempt == REPLICA_RETRIES:
+                if attempt == self.replica_retries:
                     raise
                 log.warning("%s: replica died with a request in flight (%s); retry %d of %d", task,
-                            type(e).__name__, attempt + 1, REPLICA_RETRIES)
+                            type(e).__name__, attempt + 1, self.replica_retries)
                 await asyncio.sleep(0.05 * 2**attempt)
             except asyncio.CancelledError:  # the request timed out (or the client left): stop the model's work
                 response.cancel()
@@ -508,13 +509,13 @@ def build_app(args: AppArgs) -> Application:
             name=task, max_ongoing_requests=max(32, args.max_batch_size),
             ray_actor_options={"num_cpus": args.replica_cpus}, user_config=args.model_config_for(str(export)),
         ).bind(task, str(export), args.max_pixels, args.export_root)
-    return Ingress.bind(handles, args.max_body_bytes, args.request_timeout_s)
+    return Ingress.bind(handles, args.max_body_bytes, args.request_timeout_s, args.replica_retries)
 
 
 def checked_export(task: str, path: str, root: str | None) -> tuple[Path, dict]:
     """(absolute export directory, its meta.json) of an export `task` can serve, checked without loading weights:
     inside `root` when set, meta.json present and well formed, the model kind the task needs."""
-    from ..learner_io import read_export_meta  # imports torch: keep it out of the ingress process
+    from ..export_meta import read_export_meta  # torch-free: the ingress and build tasks never import torch
 
     export = resolve_export(task, path, root)
     meta = read_export_meta(export)
