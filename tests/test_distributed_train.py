@@ -204,8 +204,8 @@ def test_sync_batchnorm_keeps_layer_groups_and_freezing():
 
 
 def test_ulmfit_chain_on_ray_train(ray_session, tmp_path, capsys):
-    """pretrain-lm on a generated corpus (in this process) -> LM fine-tuning job on IMDB (Ray Train) -> classifier
-    job on 2 DDP workers."""
+    """pretrain-lm on a generated corpus -> LM fine-tuning job on IMDB (both in this process: num_workers=0) ->
+    classifier job on 2 DDP workers of Ray Train."""
     from raylessons.cli import main as cli
     from raylessons.data.synth.imdb import synth
 
@@ -218,7 +218,7 @@ def test_ulmfit_chain_on_ray_train(ray_session, tmp_path, capsys):
 
     rc = _load_job("imdb_lm").main([
         "--data", str(imdb), "--plan", "smoke", "--bs", "8", "--pretrained", str(tmp_path / "pre" / "export"),
-        "--set", "bptt=20", "--set", 'model={"emb_sz": 16, "n_hid": 24, "n_layers": 2}',
+        "--set", "bptt=20", "--set", 'model={"emb_sz": 16, "n_hid": 24, "n_layers": 2}', "--num-workers", "0",
         "--storage", str(tmp_path), "--name", "lm"])
     assert rc == 0
     lm_meta = json.loads((tmp_path / "lm" / "export" / "meta.json").read_text())

@@ -1,0 +1,376 @@
+"""Faults, injected and counted: a Serve replica killed under load, 1,000+ malformed bodies, Train workers killed
+mid-epoch again and again, a sweep driver killed mid-way. Prints the figures of issue 7 side by side.
+
+    python bench/faults.py [--kills 10] [--bodies 1000] [--load-seconds 20] [--skip serve,train,sweep]
+
+1. Serve: a planet deployment with 2 replicas under steady load from 4 users (loopback only, bounded); one
+   replica is SIGKILLed. Run twice in the same app: with the ingress retry (raylessons) and with
+   `replica_retries=0` (what plain Ray does). Requests answered / failed before, during (the 12 s after the
+   kill) and after, and the throughput of each window.
+2. Hostile input: `--bodies` malformed requests across the routes (random bytes, truncated JPEG/PNG, images
+   declaring huge dimensions, wrong content types, deep or huge JSON, non-UTF-8 text): answers by status
+   class, and replica memory at peak against idle.
+3. Train: a plan of `--kills + 1` epochs on 2 workers with max_failures = `--kills`; one worker is SIGKILLed
+   0.4 s into each epoch after the first (once its checkpoint is whole). For every restart: the checkpoint it
+   resumed from against the newest one reported before the kill; the final metrics against an uninterrupted
+   run of the same seed.
+4. Tune: a 3-trial sweep whose driver is SIGKILLed after the first trial finishes; `Tuner.restore` finishes it.
+   Trials finished before / after, and trials run to completion more than once.
+"""
+
+import os
+import sys
+
+# bench/tokenize.py would shadow the standard library's tokenize module for scripts run from here
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import random  # noqa: E402
+import signal  # noqa: E402
+import struct  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import zlib  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+HOST = "127.0.0.1"  # never anything but loopback
+DURING_S = 12.0  # the window after a kill counted as "during"
+
+
+def _load_module(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# --- 1. a replica killed under load ---
+
+def _replicas(app: str, deployment: str) -> dict[int, int]:
+    """{pid: resident kB} of the live replicas of `app`'s `deployment` ("" for all of them)."""
+    out = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            title = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[0].decode(errors="replace")
+            if title.startswith(f"ray::ServeReplica:{app}:{deployment}"):
+                out[int(pid)] = int(open(f"/proc/{pid}/status").read().split("VmRSS:")[1].split()[0])
+        except (OSError, IndexError):
+            continue
+    return out
+
+
+async def _steady_users(url_port: int, body: bytes, users: int, seconds: float, rows: list) -> None:
+    sl = _load_module("serve_load")
+    stop_at = time.perf_counter() + seconds
+    await asyncio.gather(*(sl._user(url_port, "/planet", body, "image/jpeg", stop_at, [10**6], rows)
+                           for _ in range(users)))
+
+
+def replica_kill(port: int, body: bytes, seconds: float, users: int = 4) -> dict:
+    """Load for `seconds`; one of the 2 planet replicas SIGKILLed at a third of it. Answers, failures and
+    throughput before the kill, in the DURING_S after it, and after that."""
+    pids = sorted(_replicas("raylessons", "planet"))
+    assert len(pids) == 2, f"expected 2 planet replicas, found {pids}"
+    rows: list = []
+    start = time.perf_counter()
+    loader = threading.Thread(target=lambda: asyncio.run(_steady_users(port, body, users, seconds, rows)))
+    loader.start()
+    time.sleep(seconds / 3)
+    killed_at = time.perf_counter()
+    os.kill(pids[0], signal.SIGKILL)
+    loader.join()
+    end = max(t + lat for t, lat, _ in rows)
+    windows = {"before": (start, killed_at), "during": (killed_at, killed_at + DURING_S),
+               "after": (killed_at + DURING_S, end + 1e-9)}
+    out = {}
+    for name, (a, b) in windows.items():  # by the time each answer came back: one in flight at the kill is "during"
+        done = [s for t, lat, s in rows if a <= t + lat < b]
+        out[name] = {"answered": len(done), "failed": sum(s != 200 for s in done),
+                     "rps": round(len(done) / (b - a), 1)}
+    return out
+
+
+# --- 2. malformed bodies ---
+
+def _image(fmt: str, w: int = 40, h: int = 30) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), (10, 200, 30)).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def _declaring(fmt: str, w: int, h: int) -> bytes:
+    """A small image whose header claims w x h pixels (the PNG's CRC is fixed, so only a size check stops it)."""
+    data = bytearray(_image(fmt))
+    if fmt == "PNG":
+        data[16:24] = struct.pack(">II", w, h)
+        data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    else:
+        sof = data.index(b"\xff\xc0")
+        data[sof + 5:sof + 9] = struct.pack(">HH", h, w)
+    return bytes(data)
+
+
+def malformed_bodies(n: int, max_body: int, seed: int = 0) -> list[tuple[str, str, bytes]]:
+    """`n` (path, content type, body) triples, each malformed by construction, cycling over the kinds."""
+    rng = random.Random(seed)
+    images = [_image("PNG"), _image("JPEG")]
+    image_paths, image_types = ["/planet", "/camvid", "/headpose"], ["image/jpeg", "image/png",
+                                                                      "application/octet-stream"]
+    kinds = [
+        lambda: (rng.choice(image_paths), rng.choice(image_types), rng.randbytes(rng.randint(0, 4096))),
+        lambda: (rng.choice(image_paths), rng.choice(image_types),
+                 (img := rng.choice(images))[:int(len(img) * rng.uniform(0, 0.7))]),
+        lambda: (rng.choice(image_paths), rng.choice(image_types),
+                 _declaring(rng.choice(["PNG", "JPEG"]), rng.randint(7000, 65535), rng.randint(7000, 65535))),
+        lambda: (rng.choice(image_paths + ["/sentiment"]), rng.choice(["text/plain", "application/xml", "video/mp4"]),
+                 rng.choice(images)),
+        lambda: ("/sentiment", "application/json", b"[" * (n_ := rng.randint(1000, 60000)) + b"]" * n_),
+        lambda: ("/sentiment", "application/json", b'{"text": "' + b"a" * rng.randint(max_body, 2 * max_body) + b'"}'),
+        lambda: ("/sentiment", "application/json", b'{"text": "' + rng.randbytes(64).replace(b'"', b"") + b'\xff"}'),
+        lambda: ("/sentiment", "application/json", json.dumps({"text": rng.choice(["", "  ", None, 3, []])}).encode()),
+    ]
+    return [kinds[i % len(kinds)]() for i in range(n)]
+
+
+async def _send_all(port: int, requests: list, concurrency: int = 4) -> list[int]:
+    import httpx
+
+    statuses: list[int] = []
+    queue = list(reversed(requests))
+    async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=60, trust_env=False) as client:
+        async def worker():
+            while queue:
+                path, ctype, body = queue.pop()
+                r = await client.post(path, content=body, headers={"content-type": ctype})
+                ok_json = r.headers.get("content-type", "").startswith("application/json") and "error" in r.json()
+                statuses.append(r.status_code if ok_json else -r.status_code)  # negative: not a JSON error
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return statuses
+
+
+def hostile_input(port: int, n: int, max_body: int) -> dict:
+    idle = _replicas("raylessons", "")
+    peak, stop = dict(idle), threading.Event()
+
+    def sample():
+        while not stop.wait(0.05):
+            for pid, kb in _replicas("raylessons", "").items():
+                peak[pid] = max(peak.get(pid, 0), kb)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        statuses = asyncio.run(_send_all(port, malformed_bodies(n, max_body)))
+    finally:
+        stop.set()
+        sampler.join()
+    return {"sent": len(statuses), "4xx_json": sum(400 <= s < 500 for s in statuses),
+            "5xx": sum(abs(s) >= 500 for s in statuses), "not_json": sum(s < 0 for s in statuses),
+            "replicas_restarted": len(set(idle) - set(_replicas("raylessons", ""))),
+            "peak_over_idle_memory": round(max(peak[p] / idle[p] for p in idle), 3),
+            "idle_mib": {p: round(kb / 1024) for p, kb in idle.items()}}
+
+
+def serve_section(args, tmp: Path) -> dict:
+    from raylessons.serving import local
+
+    sl = _load_module("serve_load")
+    planet, body = sl.make_export(tmp / "serve", "resnet18", 64)
+    exports = _small_exports(tmp)
+    port = sl._free_port()
+    max_body = 2 * 2**20
+    local.start({"planet": str(planet), **exports}, port=port, max_body_bytes=max_body, replica_cpus=0.3)
+    out = {}
+    try:
+        local.scale("planet", num_replicas=2)
+        out["replica_kill_with_retries"] = replica_kill(port, body, args.load_seconds)
+        print("replica kill, raylessons (retries on):", out["replica_kill_with_retries"], flush=True)
+        # the same app without the ingress retry: a new deploy of its args (replicas restart), 2 planet replicas
+        local.start({"planet": str(planet), **exports}, port=port, max_body_bytes=max_body, replica_cpus=0.3,
+                    replica_retries=0)
+        local.scale("planet", num_replicas=2)
+        time.sleep(2)
+        out["replica_kill_plain"] = replica_kill(port, body, args.load_seconds)
+        print("replica kill, replica_retries=0 (plain Ray):", out["replica_kill_plain"], flush=True)
+        local.scale("planet", num_replicas=1)
+        time.sleep(2)
+        out["malformed"] = hostile_input(port, args.bodies, max_body)
+        print("malformed bodies:", out["malformed"], flush=True)
+    finally:
+        local.shutdown()
+    return out
+
+
+def _small_exports(tmp: Path) -> dict[str, str]:
+    """Untrained camvid, head-pose and sentiment exports on tiny look-alikes (every route answers)."""
+    from raylessons.data.synth import synth
+    from raylessons.data.synth.imdb import synth as synth_imdb
+    from raylessons.data.text import TextList
+    from raylessons.tasks import camvid, head_pose
+    from raylessons.text_learner import AWD_LSTM, text_classifier_learner
+
+    cv = camvid.Config(data=str(synth("camvid", tmp / "camvid", n=6, size=(48, 64))), size=[32, 48], bs=2,
+                       arch="resnet18")
+    hp = head_pose.Config(data=str(synth("biwi", tmp / "biwi", persons=13, frames=1)), size=[24, 32], bs=4,
+                          arch="resnet18")
+    imdb = synth_imdb(tmp / "imdb", n_train=30, n_test=10, n_unsup=0, n_sample=0)
+    data = (TextList.from_folder(imdb).split_by_folder(valid="test")
+            .label_from_folder(classes=["neg", "pos"]).databunch(bs=8))
+    clas = text_classifier_learner(data, AWD_LSTM, config=dict(emb_sz=16, n_hid=24, n_layers=2))
+    return {"camvid": str(camvid.build_learner(camvid.build_data(cv), cv).export(tmp / "camvid-export")),
+            "head_pose": str(head_pose.build_learner(head_pose.build_data(hp), hp).export(tmp / "hp-export")),
+            "sentiment": str(clas.export(tmp / "sentiment-export"))}
+
+
+# --- 3. Train workers killed again and again ---
+
+def _train_workers() -> list[int]:
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if b"RayTrainWorker" in open(f"/proc/{pid}/cmdline", "rb").read():
+                pids.append(int(pid))
+        except OSError:
+            pass
+    return sorted(pids)
+
+
+def train_section(args, tmp: Path) -> dict:
+    from raylessons.data.synth import synth
+    from raylessons.distributed.checkpoints import is_complete
+    from raylessons.distributed.train import TrainRun, fit_plan
+
+    root = synth("planet", tmp / "planet", n=96, size=64, seed=1)
+    plan = [{"freeze_to": -1, "epochs": 1, "max_lr": "slice(1e-2)"},
+            {"unfreeze": True, "epochs": args.kills, "max_lr": [1e-4, 1e-2]}]
+    task_config = {"data": str(root), "size": 32, "bs": 16, "arch": "resnet18"}
+
+    def run(name: str, failures: int):
+        return TrainRun(task="planet", plan=plan, task_config=task_config, name=name, storage_path=str(tmp),
+                        num_workers=2, max_failures=failures, seed=0)
+
+    t = time.perf_counter()
+    whole = fit_plan(run("whole", 0))["metrics"]
+    whole_s = time.perf_counter() - t
+    kills: list[dict] = []
+
+    def killer():  # after each epoch's checkpoint is whole (but the last), kill a worker 0.4 s into the next
+        names = ["checkpoint_s00_e000"] + [f"checkpoint_s01_e{e:03d}" for e in range(args.kills - 1)]
+        for name in names:
+            path = tmp / "killed" / name
+            deadline = time.time() + 600
+            while not is_complete(path) and time.time() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.4)
+            workers = _train_workers()
+            newest = max((p.name for p in (tmp / "killed").glob("checkpoint_s*") if is_complete(p)), default=None)
+            if workers:
+                os.kill(workers[-1], signal.SIGKILL)
+                kills.append({"after": name, "newest_whole_at_kill": newest})
+
+    t = time.perf_counter()
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    killed = fit_plan(run("killed", args.kills))
+    thread.join(timeout=5)
+    killed_s = time.perf_counter() - t
+    resumes = [json.loads(line) for line in (tmp / "killed" / "resumes.jsonl").read_text().splitlines()]
+    matched = sum(r["checkpoint"] == k["newest_whole_at_kill"] for r, k in zip(resumes, kills))
+    m = killed["metrics"]
+    return {"kills": len(kills), "restarts": len(resumes),
+            "resumed_from_newest_reported": f"{matched} of {len(kills)}",
+            "pairs": [(k["newest_whole_at_kill"], r["checkpoint"]) for k, r in zip(kills, resumes)],
+            "final": {k: (round(m[k], 6), round(whole[k], 6)) for k in ("train_loss", "valid_loss", "fbeta")},
+            "seconds": {"uninterrupted": round(whole_s, 1), "killed": round(killed_s, 1)}}
+
+
+# --- 4. a sweep driver killed mid-way ---
+
+def _finished(exp: Path, epochs: int) -> dict[str, int]:
+    out = {}
+    for res in exp.glob("sweep_trial_*/result.json"):
+        lines = [json.loads(line) for line in res.read_text().splitlines() if line.strip()]
+        if lines and lines[-1].get("training_iteration") == epochs:
+            out[res.parent.name] = len(lines)
+    return out
+
+
+def sweep_section(args, tmp: Path) -> dict:
+    from raylessons.data.synth import synth
+    from raylessons.sweep.run import SweepConfig, experiment_name, run_sweep
+
+    root = synth("planet", tmp / "planet-sweep", n=96, size=64, seed=1)
+    cfg = SweepConfig(task="planet", task_config={"data": str(root), "size": 32, "bs": 16, "arch": "resnet18"},
+                      trials=3, max_concurrent=1, epochs=2, scheduler="fifo", storage_path=str(tmp / "sweeps"),
+                      warmup_epochs=0, finder_iters=20, seed=0)
+    exp = Path(cfg.storage_path) / experiment_name(cfg)
+    script = tmp / "driver.py"
+    script.write_text("import json\nfrom raylessons.sweep.run import SweepConfig, run_sweep\n"
+                      f"run_sweep(SweepConfig(**json.loads({json.dumps(json.dumps(cfg.__dict__))})))\n")
+    proc = subprocess.Popen([sys.executable, str(script)], start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO),
+                                                            "RAY_ADDRESS": "local"})
+    try:
+        deadline = time.time() + 600
+        while not _finished(exp, cfg.epochs) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        before = _finished(exp, cfg.epochs)
+        plans_before = {p.parent.name: json.loads(p.read_text()) for p in exp.glob("sweep_trial_*/plan.json")}
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    result = run_sweep(cfg)
+    after = _finished(exp, cfg.epochs)
+    plans_after = {p.parent.name: json.loads(p.read_text()) for p in exp.glob("sweep_trial_*/plan.json")}
+    return {"trials": cfg.trials, "finished_before_kill": len(before), "finished_after_restore": len(after),
+            "kept_results": sum(after.get(t) == n for t, n in before.items()),
+            "ran_twice_to_completion": sum(n > cfg.epochs for n in after.values()),
+            "plans_kept": sum(plans_after.get(t) == p for t, p in plans_before.items()),
+            "plans_before": len(plans_before), "rows": len(result["rows"])}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kills", type=int, default=10, help="Train workers killed in one run")
+    ap.add_argument("--bodies", type=int, default=1000, help="malformed requests")
+    ap.add_argument("--load-seconds", type=float, default=30.0, help="length of each replica-kill load run")
+    ap.add_argument("--skip", default="", help="comma-separated sections to leave out: serve, train, sweep")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
+    tmp = Path(args.out or tempfile.mkdtemp(prefix="bench-faults-"))
+
+    import ray
+
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    figures = {}
+    try:
+        if "serve" not in skip:
+            figures["serve"] = serve_section(args, tmp)
+        if "train" not in skip:
+            figures["train"] = train_section(args, tmp)
+            print("train:", figures["train"], flush=True)
+        if "sweep" not in skip:
+            figures["sweep"] = sweep_section(args, tmp)
+            print("sweep:", figures["sweep"], flush=True)
+    finally:
+        ray.shutdown()
+    print(json.dumps(figures, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
