@@ -19,7 +19,8 @@ from ..plan import next_position, parse_plan, plan_to_data, run_plan
 from ..tasks import get_task
 from .checkpoints import newest_complete, prune_untracked, write_manifest
 
-__all__ = ["TrainRun", "fit_plan", "fit_plan_here", "train_loop_per_worker", "run_config_plan", "worker_threads", "use_sync_batchnorm"]
+__all__ = ["TrainRun", "fit_plan", "fit_plan_here", "train_loop_per_worker", "run_config_plan", "epoch_seed",
+           "worker_threads", "use_sync_batchnorm"]
 
 log = logging.getLogger("raylessons")
 
