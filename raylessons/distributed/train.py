@@ -75,7 +75,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     def report(metrics: dict, ckpt_dir: str | None, stage: int, epoch: int) -> None:
         ckpt = ray.train.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None
-        ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"checkpoint_s{stage:02d}_e{epoch:03d}")
+        ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=checkpoint_name(stage, epoch))
 
     wrap = (lambda m: ray.train.torch.prepare_model(m, move_to_device=False)) if world > 1 else None
     checkpoint = ray.train.get_checkpoint()
@@ -87,10 +87,8 @@ def train_loop_per_worker(config: dict) -> None:
                 print(f"resuming from {newest.name}, reported but not registered by Ray before the failure "
                       f"(Ray offered {Path(registered).name if registered else 'none'})", flush=True)
             checkpoint = ray.train.Checkpoint.from_directory(str(newest))
-        if checkpoint is not None and rank == 0:  # the run's record of its restarts
-            with open(Path(config["run_dir"]) / RESUMES_FILE, "a") as f:
-                f.write(json.dumps({"time": time.time(), "checkpoint": Path(checkpoint.path).name,
-                                    "registered_by_ray": Path(registered).name if registered else None}) + "\n")
+        if checkpoint is not None and rank == 0:
+            record_resume(config["run_dir"], checkpoint.path, registered)
     run_config_plan(config, report, checkpoint, device=ray.train.torch.get_device(), rank=rank,
                     world=world, wrap_model=wrap)
 
@@ -207,18 +205,14 @@ def fit_plan(run: TrainRun, callbacks: list | None = None) -> dict:
     # the controller polls workers every 2 s by default and a report waits for that poll (P3)
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "1.0")
     cpus = run.cpus_per_worker or max(1.0, float(int(ray.cluster_resources().get("CPU", 1) // run.num_workers)))
-    storage = Path(run.storage_path).expanduser().resolve()
-    (storage / run.name).mkdir(parents=True, exist_ok=True)
-    (storage / run.name / "run.json").write_text(json.dumps({**asdict(run), "plan": plan_to_data(stages)},
-                                                            indent=2))
-    config = {"task": run.task, "task_config": asdict(cfg), "plan": run.plan, "seed": run.seed,
-              "threads": worker_threads(cpus), "run_dir": str(storage / run.name)}
+    run_dir = _start_run_dir(run, stages)
+    config = _worker_config(run, cfg, worker_threads(cpus), run_dir)
     trainer = TorchTrainer(
         train_loop_per_worker, train_loop_config=config,
         scaling_config=ray.train.ScalingConfig(num_workers=run.num_workers, use_gpu=run.use_gpu,
                                                resources_per_worker={"CPU": cpus}),
         run_config=ray.train.RunConfig(
-            name=run.name, storage_path=str(storage),
+            name=run.name, storage_path=str(run_dir.parent),
             # every OpenMP user in the worker agrees with torch's thread count (Ray exports 1)
             worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(config["threads"])}},
             failure_config=ray.train.FailureConfig(max_failures=run.max_failures), callbacks=callbacks,
@@ -228,15 +222,44 @@ def fit_plan(run: TrainRun, callbacks: list | None = None) -> dict:
     except (ray.train.TrainingFailedError, ray.train.WorkerGroupError, ray.train.ControllerError) as e:
         raise RaylessonsError(f"training run {run.name!r} failed: {_root_cause(e)}") from e
     tracked = {c.path for c, _ in (result.best_checkpoints or [])} | {result.checkpoint.path}
-    for d in prune_untracked(storage / run.name, tracked):  # e.g. one reported but never registered by Ray
+    for d in prune_untracked(run_dir, tracked):  # e.g. one reported but never registered by Ray
         log.info("removed untracked checkpoint %s", d)
-    export = storage / run.name / EXPORT_DIR
-    src = Path(result.checkpoint.path) / EXPORT_DIR
+    return _finish(run_dir, dict(result.metrics), result.checkpoint.path)
+
+
+def checkpoint_name(stage: int, epoch: int) -> str:
+    """The directory name of the checkpoint written after `epoch` of `stage`."""
+    return f"checkpoint_s{stage:02d}_e{epoch:03d}"
+
+
+def record_resume(run_dir: str | Path, checkpoint: str | Path, registered: str | Path | None) -> None:
+    """Append a restart to `run_dir/resumes.jsonl`: the checkpoint resumed from and the one Ray offered."""
+    with open(Path(run_dir) / RESUMES_FILE, "a") as f:
+        f.write(json.dumps({"time": time.time(), "checkpoint": Path(checkpoint).name,
+                            "registered_by_ray": Path(registered).name if registered else None}) + "\n")
+
+
+def _start_run_dir(run: TrainRun, stages) -> Path:
+    """`storage/name`, created, with the run's description (`run.json`) written in it."""
+    run_dir = Path(run.storage_path).expanduser().resolve() / run.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "run.json").write_text(json.dumps({**asdict(run), "plan": plan_to_data(stages)}, indent=2))
+    return run_dir
+
+
+def _worker_config(run: TrainRun, cfg, threads: int, run_dir: Path) -> dict:
+    """What `run_config_plan` needs, as plain data."""
+    return {"task": run.task, "task_config": asdict(cfg), "plan": run.plan, "seed": run.seed, "threads": threads,
+            "run_dir": str(run_dir)}
+
+
+def _finish(run_dir: Path, metrics: dict, checkpoint: str | Path) -> dict:
+    """Copy the last checkpoint's export to `run_dir/export`; what `fit_plan` returns."""
+    export = run_dir / EXPORT_DIR
     if export.exists():
         shutil.rmtree(export)
-    shutil.copytree(src, export)
-    return {"metrics": dict(result.metrics), "export": str(export), "checkpoint": result.checkpoint.path,
-            "path": str(storage / run.name)}
+    shutil.copytree(Path(checkpoint) / EXPORT_DIR, export)
+    return {"metrics": metrics, "export": str(export), "checkpoint": str(checkpoint), "path": str(run_dir)}
 
 
 class _LocalCheckpoint:
@@ -256,17 +279,14 @@ def fit_plan_here(run: TrainRun, cfg=None, stages=None) -> dict:
         raise ConfigError("use_gpu is set but this process sees no CUDA device")
     cfg = cfg if cfg is not None else get_task(run.task).Config(**run.task_config)
     stages = stages if stages is not None else parse_plan(run.plan, None)
-    run_dir = Path(run.storage_path).expanduser().resolve() / run.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "run.json").write_text(json.dumps({**asdict(run), "plan": plan_to_data(stages)}, indent=2))
+    run_dir = _start_run_dir(run, stages)
     newest = newest_complete(run_dir, None, remove_newer_incomplete=True)
     if newest is not None:
-        with open(run_dir / RESUMES_FILE, "a") as f:
-            f.write(json.dumps({"time": time.time(), "checkpoint": newest.name, "registered_by_ray": None}) + "\n")
+        record_resume(run_dir, newest, None)
     last: dict = {}
 
     def report(metrics: dict, ckpt_dir: str | None, stage: int, epoch: int) -> None:
-        dest = run_dir / f"checkpoint_s{stage:02d}_e{epoch:03d}"
+        dest = run_dir / checkpoint_name(stage, epoch)
         if dest.exists():
             shutil.rmtree(dest)
         shutil.copytree(ckpt_dir, dest)
@@ -275,16 +295,10 @@ def fit_plan_here(run: TrainRun, cfg=None, stages=None) -> dict:
         for old in kept[:-run.num_to_keep]:
             shutil.rmtree(old, ignore_errors=True)
 
-    config = {"task": run.task, "task_config": asdict(cfg), "plan": run.plan, "seed": run.seed,
-              "threads": torch.get_num_threads(), "run_dir": str(run_dir)}
+    config = _worker_config(run, cfg, torch.get_num_threads(), run_dir)
     device = torch.device("cuda") if run.use_gpu else None
     run_config_plan(config, report, _LocalCheckpoint(newest) if newest is not None else None, device=device)
-    export = run_dir / EXPORT_DIR
-    if export.exists():
-        shutil.rmtree(export)
-    shutil.copytree(last["checkpoint"] / EXPORT_DIR, export)
-    return {"metrics": last["metrics"], "export": str(export), "checkpoint": str(last["checkpoint"]),
-            "path": str(run_dir)}
+    return _finish(run_dir, last["metrics"], last["checkpoint"])
 
 
 def _root_cause(e: BaseException) -> str:

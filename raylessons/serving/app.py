@@ -25,6 +25,7 @@ from ray.serve.exceptions import BackPressureError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from ..errors import ConfigError, DataError
+from ..export_meta import read_export_meta  # torch-free: the ingress and build tasks never import torch
 from ..limits import DEFAULT_THRESHOLD, MAX_PIXELS  # torch-free: the ingress never imports torch
 from . import http
 
@@ -515,8 +516,6 @@ def build_app(args: AppArgs) -> Application:
 def checked_export(task: str, path: str, root: str | None) -> tuple[Path, dict]:
     """(absolute export directory, its meta.json) of an export `task` can serve, checked without loading weights:
     inside `root` when set, meta.json present and well formed, the model kind the task needs."""
-    from ..export_meta import read_export_meta  # torch-free: the ingress and build tasks never import torch
-
     export = resolve_export(task, path, root)
     meta = read_export_meta(export)
     check_export_kind(task, export, meta)
