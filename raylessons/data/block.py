@@ -10,7 +10,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 
 __all__ = ["ItemList", "ImageList", "ItemLists", "LabelLists", "SegmentationItemList", "PointsItemList",
            "IMAGE_EXTENSIONS"]
@@ -27,8 +27,7 @@ class ItemList:
 
     def __init__(self, items: Sequence, path: str | Path = ".", df: pd.DataFrame | None = None,
                  on_bad_item: str = "raise"):
-        if on_bad_item not in ("raise", "skip"):
-            raise ValueError(f"on_bad_item must be 'raise' or 'skip', not {on_bad_item!r}")
+        _check_on_bad_item(on_bad_item)
         self.items, self.path, self.df, self.on_bad_item = list(items), Path(path), df, on_bad_item
         self.rows = list(range(len(self.items)))  # positions in the source table, for error messages
         self.where: str = str(path)
@@ -208,6 +207,7 @@ def read_csv(csv_path: Path, header: str | int | None = "infer", delimiter: str 
                     csv_path, len(fields), n_header, fields)
         return None
 
+    _check_on_bad_item(on_bad_item)
     n_header = 0
     options = {}
     if on_bad_item == "skip":
@@ -226,6 +226,11 @@ def read_csv(csv_path: Path, header: str | int | None = "infer", delimiter: str 
     if df.empty:
         raise DataError("CSV file has no rows", csv_path)
     return df
+
+
+def _check_on_bad_item(on_bad_item: str) -> None:
+    if on_bad_item not in ("raise", "skip"):
+        raise ConfigError(f"on_bad_item must be 'raise' or 'skip', not {on_bad_item!r}")
 
 
 def _column(df: pd.DataFrame, col, where) -> str:
