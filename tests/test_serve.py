@@ -930,14 +930,28 @@ def test_healthz_reports_a_dead_model_until_serve_replaces_it(server, sentiment_
     import signal
     import time
 
-    (pid,) = _replica_rss("sentiment")
-    os.kill(pid, signal.SIGKILL)
     with httpx.Client(base_url=server, timeout=60, trust_env=False) as c:
-        r = c.get("/healthz")
-        assert r.status_code == 503, r.text
-        body = r.json()
-        assert body["status"] == "degraded" and body["models"]["sentiment"].startswith("unavailable")
-        assert all(state == "ok" for task, state in body["models"].items() if task != "sentiment")
+        deadline = time.monotonic() + 120  # earlier tests may leave a replica starting or stopping: begin healthy
+        while (r := c.get("/healthz")).status_code != 200 and time.monotonic() < deadline:
+            time.sleep(1)
+        assert r.status_code == 200, r.text
+        (pid,) = _replica_rss("sentiment")
+        os.kill(pid, signal.SIGKILL)
+        # While Serve replaces the replica, every answer is 503 naming sentiment. The new replica's start-up
+        # loads both cores, so another model may also miss a check's deadline now and then (the check then says
+        # so, truthfully); at least one answer must show the other models ok.
+        seen = []
+        while len(seen) < 5:
+            r = c.get("/healthz")
+            body = r.json()
+            if r.status_code == 200:
+                break
+            assert body["status"] == "degraded" and body["models"]["sentiment"].startswith("unavailable"), body
+            seen.append(body)
+            if all(state == "ok" for task, state in body["models"].items() if task != "sentiment"):
+                break
+        assert seen, "the first /healthz after the kill answered 200"
+        assert all(state == "ok" for task, state in seen[-1]["models"].items() if task != "sentiment"), seen
         deadline = time.monotonic() + 120
         while (r := c.get("/healthz")).status_code != 200 and time.monotonic() < deadline:
             time.sleep(1)
