@@ -229,6 +229,9 @@ def main(argv=None) -> int:
     ap.add_argument("--max-requests", type=int, default=5000, help="per user and point: the load is bounded")
     ap.add_argument("--max-batch-size", type=int, default=16)
     ap.add_argument("--batch-wait", type=float, default=0.002, help="Serve batch_wait_timeout_s")
+    ap.add_argument("--no-access-log", action="store_true",
+                    help="turn off Serve's access log (a line per request in each process on its path)")
+    ap.add_argument("--skip", default="", help="comma list of parts not to measure: plain, unbatched")
     ap.add_argument("--out", default=None)
     ap.add_argument("--plain-server", nargs=3, metavar=("EXPORT", "PORT", "THREADS"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -251,17 +254,22 @@ def main(argv=None) -> int:
         print(f"raw forward batch {b:>2}: {r['img_per_s']:6.1f} img/s, {r['p50_ms']:.1f} ms per forward "
               f"(decode + prepare {r['decode_prepare_ms']:.1f} ms)", flush=True)
 
+    skip = set(filter(None, args.skip.split(",")))
+    nan = {"rps": float("nan"), "p50_ms": float("nan")}
     # 2. plain FastAPI + uvicorn (no Ray, no batching)
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--plain-server", str(export), str(port), str(args.threads)],
-                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
-    try:
-        _wait(f"http://{HOST}:{port}/healthz")
-        results["plain"] = {c: measure(port, c, **point) for c in levels}
-    finally:
-        proc.terminate()
-        proc.wait(30)
-    _print("plain FastAPI", results["plain"])
+    if "plain" in skip:
+        results["plain"] = {c: nan for c in levels}
+    else:
+        port = _free_port()
+        proc = subprocess.Popen([sys.executable, __file__, "--plain-server", str(export), str(port),
+                                 str(args.threads)], env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+        try:
+            _wait(f"http://{HOST}:{port}/healthz")
+            results["plain"] = {c: measure(port, c, **point) for c in levels}
+        finally:
+            proc.terminate()
+            proc.wait(30)
+        _print("plain FastAPI", results["plain"])
 
     # 3. the Serve app, batched then unbatched (the same replicas: batch size is live user_config)
     import ray
@@ -270,14 +278,18 @@ def main(argv=None) -> int:
 
     port = _free_port()
     options = dict(max_batch_size=args.max_batch_size, batch_wait_timeout_s=args.batch_wait, threads=args.threads)
-    local.start({"planet": str(export)}, port=port, **options)
+    logging_config = {"enable_access_log": False} if args.no_access_log else None
+    local.start({"planet": str(export)}, port=port, logging_config=logging_config, **options)
     try:
         results["serve_batched"] = {c: measure(port, c, **point) for c in levels}
         _print("Serve batched", results["serve_batched"])
-        local.configure("planet", max_batch_size=1)  # live, through user_config: same replica, batches of one
-        time.sleep(2)
-        results["serve_unbatched"] = {c: measure(port, c, **point) for c in levels}
-        _print("Serve unbatched", results["serve_unbatched"])
+        if "unbatched" in skip:
+            results["serve_unbatched"] = {c: nan for c in levels}
+        else:
+            local.configure("planet", max_batch_size=1)  # live, through user_config: same replica, batches of one
+            time.sleep(2)
+            results["serve_unbatched"] = {c: measure(port, c, **point) for c in levels}
+            _print("Serve unbatched", results["serve_unbatched"])
     finally:
         local.shutdown()
         if ray.is_initialized():

@@ -5,6 +5,7 @@ import asyncio
 import io
 import json
 import pickle
+import re
 import socket
 import struct
 import zlib
@@ -409,6 +410,43 @@ def test_healthz_and_models(client, predictor):
 
 
 @pytest.mark.ray
+def test_concurrent_requests_share_forwards(server, planet_export):
+    """24 requests at once, the first allowed 1 s to find company: the replica answers them all in a few
+    forwards (GET /models counts both), each answer being the one a lone request gets."""
+    from raylessons.serving import local
+
+    image = planet_export[1][0].read_bytes()
+
+    def batching() -> dict:
+        models = httpx.get(f"{server}/models", timeout=60, trust_env=False).json()["models"]
+        return {m["task"]: m for m in models}["planet"]["batching"]
+
+    async def burst() -> list:
+        async with httpx.AsyncClient(base_url=server, timeout=120, trust_env=False) as c:
+            return await asyncio.gather(*(c.post("/planet", content=image, headers={"content-type": "image/jpeg"})
+                                          for _ in range(24)))
+
+    alone = httpx.post(f"{server}/planet", content=image, headers={"content-type": "image/jpeg"}, timeout=60,
+                       trust_env=False).json()
+    assert (batching()["max_batch_size"], batching()["batch_wait_timeout_s"]) == (16, 0.05)  # the module's
+    local.configure("planet", batch_wait_timeout_s=1.0)  # live, through user_config
+    try:
+        before = batching()
+        assert before["batch_wait_timeout_s"] == 1.0
+        answers = asyncio.run(burst())
+        after = batching()
+    finally:
+        local.configure("planet", batch_wait_timeout_s=0.05)
+    assert [r.status_code for r in answers] == [200] * 24
+    for r in answers:
+        assert r.json()["tags"] == alone["tags"]
+        assert r.json()["probs"] == pytest.approx(alone["probs"], abs=1e-5)
+    assert after["requests"] - before["requests"] == 24
+    forwards = after["batches"] - before["batches"]
+    assert 2 <= forwards <= 8, after  # at most 16 a batch, and 3 requests a batch at least on average
+
+
+@pytest.mark.ray
 def test_openapi_docs_list_every_route(client):
     r = client.get("/docs")
     assert r.status_code == 200 and "swagger" in r.text.lower()
@@ -722,22 +760,49 @@ def test_refused_swap_keeps_the_old_model(planet_export, other_planet_export, sp
     assert back == start
 
 
+def _trickled_request(url: str, path: str, body: bytes, declared: int, wait_s: float) -> tuple[int, dict, float]:
+    """POST the first bytes of `body` declaring `declared` bytes, then send nothing more: the status, JSON body
+    and seconds until the server answered."""
+    import time
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    with socket.create_connection((u.hostname, u.port), timeout=wait_s) as sock:
+        t0 = time.monotonic()
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {u.netloc}\r\nContent-Type: image/jpeg\r\n"
+                     f"Content-Length: {declared}\r\n\r\n".encode() + body)
+        raw = b""
+        while b"\r\n\r\n" not in raw or len(raw.split(b"\r\n\r\n", 1)[1]) < int(
+                re.search(rb"(?i)content-length: *(\d+)", raw).group(1)):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            raw += chunk
+        head, _, payload = raw.partition(b"\r\n\r\n")
+        return int(head.split()[1]), json.loads(payload), time.monotonic() - t0
+
+
 @pytest.mark.ray
-def test_request_timeout_answers_504_json(server, planet_export):
+def test_request_timeout_answers_504_and_a_trickled_body_408_json(server, planet_export):
     from ray import serve
 
     from raylessons.serving.app import build_app
 
     # a lone request waits batch_wait_timeout_s (2 s) for company: longer than the 0.3 s allowed
     app = build_app({"exports": {"planet": str(planet_export[0])}, "request_timeout_s": 0.3,
-                     "batch_wait_timeout_s": 2.0, "replica_cpus": 0.01})
+                     "batch_wait_timeout_s": 2.0, "replica_cpus": 0.01, "body_timeout_s": 1.5})
     serve.run(app, name="slow", route_prefix="/slow")
     try:
+        image = planet_export[1][0].read_bytes()
         with httpx.Client(base_url=server, timeout=60, trust_env=False) as c:
-            r = c.post("/slow/planet", content=planet_export[1][0].read_bytes(),
-                       headers={"content-type": "image/jpeg"})
+            r = c.post("/slow/planet", content=image, headers={"content-type": "image/jpeg"})
             assert r.status_code == 504, r.text
             assert r.json()["error"] == "timeout" and "request_timeout_s=0.3" in r.json()["detail"]
+            # a client that declares the whole image but sends only its first 100 bytes gets 408 after 1.5 s
+            status, body, waited = _trickled_request(server, "/slow/planet", image[:100], len(image), wait_s=30)
+            assert status == 408, body
+            assert body["error"] == "body_timeout" and "body_timeout_s=1.5" in body["detail"]
+            assert 1.5 <= waited < 15
             assert c.get("/slow/healthz").status_code == 200  # the app goes on answering
     finally:
         serve.delete("slow")

@@ -28,6 +28,7 @@ from ..errors import ConfigError, DataError
 from ..export_meta import read_export_meta  # torch-free: the ingress and build tasks never import torch
 from ..limits import DEFAULT_THRESHOLD, MAX_PIXELS  # torch-free: the ingress never imports torch
 from . import http
+from .batching import Batcher
 
 __all__ = ["AppArgs", "ModelConfig", "Route", "ROUTES", "ANSWERS", "ImageModel", "TextModel", "Ingress", "build_app",
            "answer_multi_label", "answer_segmentation", "answer_points", "run_lengths", "parse_query",
@@ -36,6 +37,7 @@ __all__ = ["AppArgs", "ModelConfig", "Route", "ROUTES", "ANSWERS", "ImageModel",
 log = logging.getLogger("ray.serve")
 
 REPLICA_RETRIES = 4  # a request meeting a dead replica is sent again, backing off 0.05, 0.1, 0.2, 0.4 s
+BODY_TIMEOUT_S = 30.0  # a client has this long to send its whole request body (408 after)
 HEALTH_TIMEOUT_S = 5.0  # GET /healthz: how long each model deployment has to answer
 
 
@@ -62,6 +64,7 @@ class AppArgs(BaseModel):
     replica_cpus: float = Field(1.0, gt=0)  # CPUs each model replica reserves (a config file's ray_actor_options win)
     export_root: str | None = None  # when set, every export must lie inside it
     request_timeout_s: float | None = Field(None, gt=0)  # a prediction taking longer answers 504 (JSON)
+    body_timeout_s: float = Field(BODY_TIMEOUT_S, gt=0)  # a request body arriving slower answers 408 (JSON)
     replica_retries: int = Field(REPLICA_RETRIES, ge=0)  # resends of a request whose model replica died under it
 
     @field_validator("exports", mode="before")
@@ -205,6 +208,7 @@ class _BatchedModel:
         self.task, self.max_pixels, self.export_root = task, max_pixels, export_root
         self.swap_error, self.configured = None, False
         self.loaded = self._load(export_dir)
+        self.batcher = Batcher(self._forward)
         self._apply(ModelConfig())
 
     def _load(self, path: str) -> _Loaded:
@@ -221,8 +225,7 @@ class _BatchedModel:
 
         self.threads = cfg.threads or _cpu_share()
         torch.set_num_threads(self.threads)
-        self._forward.set_max_batch_size(cfg.max_batch_size)
-        self._forward.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+        self.batcher.max_batch_size, self.batcher.batch_wait_timeout_s = cfg.max_batch_size, cfg.batch_wait_timeout_s
 
     async def reconfigure(self, user_config: dict) -> None:
         """Apply a `ModelConfig`: batch size, batch wait, torch threads, and the export to serve.
@@ -260,15 +263,19 @@ class _BatchedModel:
         log.info("%s: now serving %s", self.task, loaded.summary["export"])
 
     async def info(self) -> dict:
-        """What GET /models shows of this deployment: the served export's summary (+ a refused swap)."""
-        return {**self.loaded.summary, **({"swap_error": self.swap_error} if self.swap_error else {})}
+        """What GET /models shows of this deployment: the served export's summary (+ a refused swap), and its
+        batching: settings, forwards run and requests answered since the replica started."""
+        b = self.batcher
+        batching = {"max_batch_size": b.max_batch_size, "batch_wait_timeout_s": b.batch_wait_timeout_s,
+                    "batches": b.batches, "requests": b.items}
+        return {**self.loaded.summary, **({"swap_error": self.swap_error} if self.swap_error else {}),
+                "batching": batching}
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def _forward(self, items: list) -> list:
-        """[(predictor, input)] -> one output row per item, in request order.
+        """[(predictor, input)] -> one output row per item, in request order: the batcher's forward.
 
         The forward runs in a thread (torch releases the GIL): the replica's event loop meanwhile decodes the
-        requests arriving, so they wait in the queue ready for the next batch instead of behind this one.
+        requests arriving, so they wait in the batcher, ready for the next batch.
         """
         return await asyncio.to_thread(_forward_groups, items, self.threads)
 
@@ -322,7 +329,7 @@ class ImageModel(_BatchedModel):
             x, size = loaded.predictor.prepare(decode_image_bytes(body, max_pixels=self.max_pixels))  # (3, h, w)
         except DataError as e:
             return http.ApiError(400, "bad_image", str(e))
-        row = await self._forward((loaded.predictor, x))  # (C,) or (C, h, w)
+        row = await self.batcher.submit((loaded.predictor, x))  # (C,) or (C, h, w)
         return loaded.answer(loaded.predictor, row, size, **(query or {}))
 
 
@@ -346,7 +353,7 @@ class TextModel(_BatchedModel):
             prepared = [predictor.prepare(text) for text in body["texts"]]
         except DataError as e:
             return http.ApiError(422, "empty_text", str(e))
-        rows = await asyncio.gather(*(self._forward((predictor, ids)) for ids, _ in prepared))
+        rows = await asyncio.gather(*(self.batcher.submit((predictor, ids)) for ids, _ in prepared))
         answers = []
         for (ids, n_tokens), row in zip(prepared, rows):
             label, _, probs = predictor.decode(row)
@@ -387,9 +394,10 @@ class Ingress:
     """HTTP front door: validates requests, then awaits the task's model deployment."""
 
     def __init__(self, models: dict[str, DeploymentHandle], max_body_bytes: int,
-                 request_timeout_s: float | None = None, replica_retries: int = REPLICA_RETRIES):
+                 request_timeout_s: float | None = None, replica_retries: int = REPLICA_RETRIES,
+                 body_timeout_s: float = BODY_TIMEOUT_S):
         self.models, self.max_body_bytes, self.request_timeout_s = models, max_body_bytes, request_timeout_s
-        self.replica_retries = replica_retries
+        self.replica_retries, self.body_timeout_s = replica_retries, body_timeout_s
 
     @api.get("/healthz")
     async def healthz(self) -> JSONResponse:
@@ -445,7 +453,11 @@ class Ingress:
             raise http.ApiError(404, "not_found", f"task {task!r} is not served here; served: {sorted(self.models)}")
         route = ROUTES[task]
         query = parse_query(route.query, request.query_params)
-        body = await route.read(request, self.max_body_bytes)
+        try:  # Serve's proxy streams the body here as it arrives: a client trickling it would hold the request
+            body = await asyncio.wait_for(route.read(request, self.max_body_bytes), self.body_timeout_s)
+        except asyncio.TimeoutError:
+            raise http.ApiError(408, "body_timeout", f"the request body did not arrive within body_timeout_s="
+                                                     f"{self.body_timeout_s} s") from None
         try:
             result = await asyncio.wait_for(self._ask(task, body, query), self.request_timeout_s)  # None: no limit
         except asyncio.TimeoutError:
@@ -510,7 +522,8 @@ def build_app(args: AppArgs) -> Application:
             name=task, max_ongoing_requests=max(32, args.max_batch_size),
             ray_actor_options={"num_cpus": args.replica_cpus}, user_config=args.model_config_for(str(export)),
         ).bind(task, str(export), args.max_pixels, args.export_root)
-    return Ingress.bind(handles, args.max_body_bytes, args.request_timeout_s, args.replica_retries)
+    return Ingress.bind(handles, args.max_body_bytes, args.request_timeout_s, args.replica_retries,
+                        args.body_timeout_s)
 
 
 def checked_export(task: str, path: str, root: str | None) -> tuple[Path, dict]:

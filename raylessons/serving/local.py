@@ -19,7 +19,7 @@ _started: dict = {}  # what start() deployed: args (the app's arguments), user_c
 
 
 def start(exports: dict[str, str], host: str = "127.0.0.1", port: int = 8000, timeout_s: float = 180,
-          deployments: dict[str, dict] | None = None, **options) -> str:
+          deployments: dict[str, dict] | None = None, logging_config: dict | None = None, **options) -> str:
     """Serve `exports` (task -> export dir) at http://host:port and wait until /healthz answers; the base URL.
 
     The application is deployed from a config, as `serve deploy serve/config.yaml` does (the controller builds
@@ -45,7 +45,7 @@ def start(exports: dict[str, str], host: str = "127.0.0.1", port: int = 8000, ti
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
     _started.clear()
     _started.update(args={"exports": dict(exports), **options}, user_configs={}, url=url, host=host, port=port,
-                    deployments=dict(deployments or {}))
+                    deployments=dict(deployments or {}), logging_config=dict(logging_config or {}))
     _deploy(timeout_s)
     _wait_healthy(url, timeout_s)
     return url
@@ -65,7 +65,8 @@ def _deploy(timeout_s: float) -> None:
     config = ServeDeploySchema.model_validate({
         "http_options": {"host": _started["host"], "port": _started["port"]},
         "applications": [{"name": APP_NAME, "route_prefix": "/", "import_path": IMPORT_PATH,
-                          "args": _started["args"], "deployments": deployments}]})
+                          "args": _started["args"], "deployments": deployments,
+                          **({"logging_config": lc} if (lc := _started["logging_config"]) else {})}]})
     sent = time.time()
     _get_global_client().deploy_apps(config)
     deadline, status = time.monotonic() + timeout_s, None

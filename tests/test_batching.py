@@ -1,0 +1,138 @@
+"""The replica's batcher (no Ray): batches form when the model is free, from everything that queued meanwhile."""
+import asyncio
+import time
+
+import pytest
+
+from raylessons.serving.batching import Batcher
+
+
+class FakeModel:
+    """An async forward that takes `seconds` per batch and records every batch it was given."""
+
+    def __init__(self, seconds: float = 0.05, fail_on: object = None):
+        self.seconds, self.fail_on, self.batches = seconds, fail_on, []
+
+    async def __call__(self, items: list) -> list:
+        self.batches.append(list(items))
+        await asyncio.sleep(self.seconds)
+        if self.fail_on in items:
+            raise ValueError(f"bad item {self.fail_on}")
+        return [item * 10 for item in items]
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_requests_arriving_during_a_forward_go_into_the_next_batch_together():
+    model = FakeModel(seconds=0.1)
+    batcher = Batcher(model, max_batch_size=16, batch_wait_timeout_s=0.0)
+
+    async def scenario():
+        first = asyncio.create_task(batcher.submit(0))
+        await asyncio.sleep(0.02)  # the forward of [0] is running now
+        later = [asyncio.create_task(batcher.submit(i)) for i in range(1, 11)]
+        return await asyncio.gather(first, *later)
+
+    assert run(scenario()) == [i * 10 for i in range(11)]
+    assert model.batches == [[0], list(range(1, 11))]  # not ten batches of one
+    assert (batcher.batches, batcher.items) == (2, 11)
+
+
+def test_batches_hold_at_most_max_batch_size_in_arrival_order():
+    model = FakeModel(seconds=0.01)
+    batcher = Batcher(model, max_batch_size=4, batch_wait_timeout_s=0.5)
+
+    async def scenario():
+        return await asyncio.gather(*(batcher.submit(i) for i in range(10)))
+
+    t0 = time.perf_counter()
+    assert run(scenario()) == [i * 10 for i in range(10)]
+    assert model.batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert time.perf_counter() - t0 < 0.4  # a full batch does not wait out batch_wait_timeout_s
+
+
+def test_a_lone_request_waits_for_company_at_most_the_wait_timeout():
+    model = FakeModel(seconds=0.0)
+    batcher = Batcher(model, max_batch_size=16, batch_wait_timeout_s=0.2)
+
+    async def scenario():
+        t0 = time.perf_counter()
+        first = asyncio.create_task(batcher.submit(1))
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(batcher.submit(2))  # within the wait: same batch
+        assert await first == 10 and await second == 20
+        waited = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        assert await batcher.submit(3) == 30
+        return waited, time.perf_counter() - t1
+
+    waited, alone = run(scenario())
+    assert model.batches == [[1, 2], [3]]
+    assert 0.19 <= waited < 0.5 and 0.19 <= alone < 0.5
+
+
+def test_no_wait_at_all_with_a_zero_timeout():
+    model = FakeModel(seconds=0.0)
+    batcher = Batcher(model, max_batch_size=16, batch_wait_timeout_s=0.0)
+    t0 = time.perf_counter()
+    assert run(batcher.submit(5)) == 50
+    assert time.perf_counter() - t0 < 0.05
+
+
+def test_a_failing_forward_fails_its_own_batch_only():
+    model = FakeModel(seconds=0.05, fail_on=2)
+    batcher = Batcher(model, max_batch_size=2, batch_wait_timeout_s=0.0)
+
+    async def scenario():
+        return await asyncio.gather(*(batcher.submit(i) for i in range(5)), return_exceptions=True)
+
+    results = run(scenario())
+    assert model.batches == [[0, 1], [2, 3], [4]]
+    assert results[:2] == [0, 10] and results[4] == 40
+    assert all(isinstance(r, ValueError) and "bad item 2" in str(r) for r in results[2:4])
+    assert (batcher.batches, batcher.items) == (2, 3)
+
+
+def test_a_forward_returning_the_wrong_number_of_rows_is_an_error_not_a_hang():
+    async def short(items):
+        return items[:-1]
+
+    batcher = Batcher(short, max_batch_size=4, batch_wait_timeout_s=0.0)
+
+    async def scenario():
+        return await asyncio.gather(batcher.submit(1), batcher.submit(2), return_exceptions=True)
+
+    results = run(scenario())
+    assert all(isinstance(r, RuntimeError) and "1 rows for a batch of 2" in str(r) for r in results)
+
+
+def test_a_request_cancelled_while_queued_is_left_out_of_its_batch():
+    model = FakeModel(seconds=0.1)
+    batcher = Batcher(model, max_batch_size=16, batch_wait_timeout_s=0.0)
+
+    async def scenario():
+        first = asyncio.create_task(batcher.submit(0))
+        await asyncio.sleep(0.02)
+        gone = asyncio.create_task(batcher.submit(1))
+        kept = asyncio.create_task(batcher.submit(2))
+        await asyncio.sleep(0.01)
+        gone.cancel()  # e.g. the request timed out in the ingress
+        return await first, await kept
+
+    assert run(scenario()) == (0, 20)
+    assert model.batches == [[0], [2]]
+
+
+def test_settings_change_live_and_bad_ones_are_refused():
+    model = FakeModel(seconds=0.0)
+    batcher = Batcher(model, max_batch_size=16, batch_wait_timeout_s=0.0)
+    batcher.max_batch_size = 1  # as a user_config change does
+
+    async def scenario():
+        return await asyncio.gather(*(batcher.submit(i) for i in range(3)))
+
+    assert run(scenario()) == [0, 10, 20] and model.batches == [[0], [1], [2]]
+    with pytest.raises(ValueError, match="max_batch_size must be >= 1"):
+        Batcher(model, max_batch_size=0)
