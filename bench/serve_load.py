@@ -223,6 +223,8 @@ def main(argv=None) -> int:
     ap.add_argument("--arch", default="resnet34")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2, help="torch threads of every server and of the raw forward")
+    ap.add_argument("--serve-threads", type=int, default=None,
+                    help="torch threads of the Serve replica (default: --threads)")
     ap.add_argument("--concurrency", default="1,8,32")
     ap.add_argument("--duration", type=float, default=10.0, help="measured seconds per point")
     ap.add_argument("--warmup", type=float, default=2.0)
@@ -277,11 +279,12 @@ def main(argv=None) -> int:
     from raylessons.serving import local
 
     port = _free_port()
-    options = dict(max_batch_size=args.max_batch_size, batch_wait_timeout_s=args.batch_wait, threads=args.threads)
+    options = dict(max_batch_size=args.max_batch_size, batch_wait_timeout_s=args.batch_wait,
+                   threads=args.serve_threads or args.threads)
     logging_config = {"enable_access_log": False} if args.no_access_log else None
     local.start({"planet": str(export)}, port=port, logging_config=logging_config, **options)
     try:
-        results["serve_batched"] = {c: measure(port, c, **point) for c in levels}
+        results["serve_batched"] = {c: _with_batches(port, lambda: measure(port, c, **point)) for c in levels}
         _print("Serve batched", results["serve_batched"])
         if "unbatched" in skip:
             results["serve_unbatched"] = {c: nan for c in levels}
@@ -323,10 +326,24 @@ def _label(cmdline: str) -> str:
     return " ".join(os.path.basename(part) for part in cmdline.split()[:2])
 
 
+def _with_batches(port: int, run) -> dict:
+    """`run()`'s result plus the mean batch the Planet replica formed meanwhile (from GET /models)."""
+    import httpx
+
+    def counts() -> tuple[int, int]:
+        models = httpx.get(f"http://{HOST}:{port}/models", timeout=30, trust_env=False).json()["models"]
+        b = {m["task"]: m for m in models}["planet"]["batching"]
+        return b["batches"], b["requests"]
+
+    (b0, r0), result, (b1, r1) = counts(), run(), counts()
+    return {**result, "mean_batch": (r1 - r0) / max(1, b1 - b0)}
+
+
 def _print(name: str, by_level: dict) -> None:
     for c, r in by_level.items():
+        batch = f", mean batch {r['mean_batch']:.1f}" if "mean_batch" in r else ""
         print(f"{name:>16} c={c:>2}: {r['rps']:6.1f} req/s, p50 {r['p50_ms']:7.1f} ms, p99 {r['p99_ms']:7.1f} ms, "
-              f"{r['failed']} failed", flush=True)
+              f"{r['failed']} failed{batch}", flush=True)
         cost = ", ".join(f"{ms} {_label(name)}" for name, ms in r["cpu_ms_per_request"].items())
         print(f"{'':>16}       CPU ms per request: {cost}", flush=True)
 
