@@ -136,3 +136,11 @@ def test_settings_change_live_and_bad_ones_are_refused():
     assert run(scenario()) == [0, 10, 20] and model.batches == [[0], [1], [2]]
     with pytest.raises(ValueError, match="max_batch_size must be >= 1"):
         Batcher(model, max_batch_size=0)
+
+
+def test_one_batcher_serves_successive_event_loops():
+    model = FakeModel(seconds=0.0)
+    batcher = Batcher(model, max_batch_size=4, batch_wait_timeout_s=0.01)
+    assert run(batcher.submit(1)) == 10
+    assert run(asyncio.wait_for(batcher.submit(2), 5)) == 20  # another asyncio.run: a new loop, followed
+    assert model.batches == [[1], [2]]

@@ -39,14 +39,17 @@ class Batcher:
         self.max_batch_size, self.batch_wait_timeout_s = max_batch_size, batch_wait_timeout_s
         self.batches = self.items = 0  # forwards run and requests they answered, since start
         self._queue: deque[tuple[Any, asyncio.Future]] = deque()
-        self._full: asyncio.Event | None = None  # created on the replica's (user-code) event loop
+        self._loop: asyncio.AbstractEventLoop | None = None  # the replica's (user-code) event loop, at first use
+        self._full: asyncio.Event | None = None
         self._drainer: asyncio.Task | None = None
 
     async def submit(self, item: Any) -> Any:
         """Queue `item` for the next batch and return its row of that batch's forward."""
-        if self._full is None:
-            self._full = asyncio.Event()
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # first use (or a new loop, as in tests): state of an old loop is dead
+            self._loop, self._full, self._drainer = loop, asyncio.Event(), None
+            self._queue.clear()
+        future = loop.create_future()
         self._queue.append((item, future))
         if len(self._queue) >= self.max_batch_size:
             self._full.set()
