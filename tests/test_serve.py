@@ -1005,21 +1005,15 @@ def test_healthz_reports_a_dead_model_until_serve_replaces_it(server, sentiment_
         # While Serve replaces the replica, every answer is 503 naming sentiment. The new replica's start-up
         # loads both cores, so another model may also miss a check's deadline now and then (the check then says
         # so, truthfully); at least one answer must show the other models ok.
-        seen = []
-        while len(seen) < 5:
-            r = c.get("/healthz")
+        seen, deadline = [], time.monotonic() + 120
+        while (r := c.get("/healthz")).status_code != 200 and time.monotonic() < deadline:
             body = r.json()
-            if r.status_code == 200:
-                break
             assert body["status"] == "degraded" and body["models"]["sentiment"].startswith("unavailable"), body
             seen.append(body)
-            if all(state == "ok" for task, state in body["models"].items() if task != "sentiment"):
-                break
+            time.sleep(0.5)
         assert seen, "the first /healthz after the kill answered 200"
-        assert all(state == "ok" for task, state in seen[-1]["models"].items() if task != "sentiment"), seen
-        deadline = time.monotonic() + 120
-        while (r := c.get("/healthz")).status_code != 200 and time.monotonic() < deadline:
-            time.sleep(1)
+        others_ok = [all(state == "ok" for task, state in b["models"].items() if task != "sentiment") for b in seen]
+        assert any(others_ok), seen
         assert r.json() == {"status": "ok", "models": {t: "ok" for t in body["models"]}}
         assert pid not in _replica_rss("sentiment")
         assert c.post("/sentiment", json={"text": "A fine film."}).status_code == 200
