@@ -163,6 +163,8 @@ async def _send_all(port: int, requests: list, concurrency: int = 4) -> list[int
 
 def hostile_input(port: int, n: int, max_body: int) -> dict:
     idle = _replicas("raylessons", "")
+    names = {pid: f"{d}:{pid}" for d in ("Ingress", "planet", "camvid", "head_pose", "sentiment")
+             for pid in _replicas("raylessons", d)}
     peak, stop = dict(idle), threading.Event()
 
     def sample():
@@ -181,7 +183,8 @@ def hostile_input(port: int, n: int, max_body: int) -> dict:
             "5xx": sum(abs(s) >= 500 for s in statuses), "not_json": sum(s < 0 for s in statuses),
             "replicas_restarted": len(set(idle) - set(_replicas("raylessons", ""))),
             "peak_over_idle_memory": round(max(peak[p] / idle[p] for p in idle), 3),
-            "idle_mib": {p: round(kb / 1024) for p, kb in idle.items()}}
+            "idle_mib": {names.get(p, p): round(kb / 1024) for p, kb in idle.items()},
+            "peak_mib": {names.get(p, p): round(peak[p] / 1024) for p in idle}}
 
 
 def serve_section(args, tmp: Path) -> dict:

@@ -454,7 +454,7 @@ class Ingress:
         route = ROUTES[task]
         query = parse_query(route.query, request.query_params)
         try:  # Serve's proxy streams the body here as it arrives: a client trickling it would hold the request
-            body = await asyncio.wait_for(route.read(request, self.max_body_bytes), self.body_timeout_s)
+            body = await http.within(route.read(request, self.max_body_bytes), self.body_timeout_s)
         except asyncio.TimeoutError:
             raise http.ApiError(408, "body_timeout", f"the request body did not arrive within body_timeout_s="
                                                      f"{self.body_timeout_s} s") from None
