@@ -459,7 +459,7 @@ class Ingress:
             raise http.ApiError(408, "body_timeout", f"the request body did not arrive within body_timeout_s="
                                                      f"{self.body_timeout_s} s") from None
         try:
-            result = await asyncio.wait_for(self._ask(task, body, query), self.request_timeout_s)  # None: no limit
+            result = await http.within(self._ask(task, body, query), self.request_timeout_s)  # None: no limit
         except asyncio.TimeoutError:
             raise http.ApiError(504, "timeout", f"{task}: no answer within request_timeout_s="
                                                 f"{self.request_timeout_s} s") from None

@@ -116,12 +116,12 @@ def check_content_length(headers: Mapping[str, str], max_bytes: int) -> int | No
     return n
 
 
-async def within(awaitable: Awaitable, seconds: float) -> Any:
-    """`await awaitable` in this task, raising asyncio.TimeoutError after `seconds`.
+async def within(awaitable: Awaitable, seconds: float | None) -> Any:
+    """`await awaitable` in this task, raising asyncio.TimeoutError after `seconds` (None: no limit).
 
     Not asyncio.wait_for (except on Python 3.10, which lacks asyncio.timeout): it runs the awaitable in a task of
     its own, and the exceptions those tasks kept left the ingress 15 % larger after 1,000 malformed bodies
-    (bench/faults.py; 2 % with this).
+    (bench/faults.py; 2 % with this). Cancellation on timeout reaches the awaitable as in wait_for.
     """
     if not hasattr(asyncio, "timeout"):
         return await asyncio.wait_for(awaitable, seconds)
