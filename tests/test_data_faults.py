@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from raylessons.errors import DataError
+from raylessons.errors import ConfigError, DataError
 
 
 def _truncate(path: Path, keep: int = 200) -> None:
@@ -101,8 +101,6 @@ def test_csv_row_with_an_unknown_layout(small_planet, caplog):
     assert name not in {p.stem for p in [*src.train.items, *src.valid.items]}
     (msg,) = _skips(caplog)
     assert "train_v2.csv" in msg and "4 fields where the header has 2" in msg and name in msg
-    from raylessons.errors import ConfigError
-
     with pytest.raises(ConfigError, match="on_bad_item must be 'raise' or 'skip', not 'ignore'"):
         build_source(Config(data=str(small_planet), on_bad_item="ignore"))  # a job's --set on_bad_item=ignore
 
