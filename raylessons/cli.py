@@ -23,6 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo-out", help="where data, runs and exports go")
     demo.add_argument("--n", type=int, default=None, help="generated Planet images (default: demo preset)")
     demo.add_argument("--port", type=int, default=8000)
+    size = demo.add_mutually_exclusive_group()
+    size.add_argument("--smoke", action="store_true", help="tiny data, one epoch a stage, every layer (~2 min)")
+    size.add_argument("--full", action="store_true", help="the first demo's sizes, every run on Ray Train (~25 min)")
+    demo.add_argument("--verbose", action="store_true", help="show Ray's own log lines on the console")
 
     data = sub.add_parser("data", help="generate look-alike datasets or download the real ones")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -83,7 +87,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from .demo import run_demo
 
-        return run_demo(args.out, n=args.n, port=args.port)
+        preset = "smoke" if args.smoke else "full" if args.full else "default"
+        return run_demo(args.out, n=args.n, port=args.port, preset=preset, verbose=args.verbose)
     if args.command == "data" and args.data_command == "synth":
         from .data.synth import synth
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 from .callbacks.core import Callback
 from .schedule import SliceSuggestion, SmoothenValue, suggest_slice, trim_finder_curve
 
-__all__ = ["Recorder", "suggest_lr", "plot_finder"]
+__all__ = ["Recorder", "suggest_lr", "plot_finder", "print_epoch_table", "table_header", "table_row"]
 
 log = logging.getLogger("raylessons")
 
@@ -36,16 +37,22 @@ class Recorder(Callback):
         self.val_losses, self.metrics, self.nb_batches, self.epoch_rows = [], [], [], []
         self.metric_names: list[str] = []
         self.min_grad_lr = None
+        self._bar = None
 
     def before_fit(self, learn) -> None:
         self.lrs, self.moms, self.losses, self.nb_batches = [], [], [], []
         self.val_losses, self.metrics, self.epoch_rows = [], [], []
         self.smoothener = SmoothenValue(0.98)
         self.metric_names = learn.metric_names
-        self._printed_header = False
+        self._bar = None
 
     def before_epoch(self, learn) -> None:
         self.epoch_start, self.epoch_batches = time.perf_counter(), 0
+        if self.verbose and learn.is_main_process and learn.validate_each_epoch and sys.stdout.isatty():
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=len(learn.data.train_dl), desc=f"epoch {learn.epoch}", leave=False,
+                             unit="batch", dynamic_ncols=True)
 
     def after_batch(self, learn) -> None:
         if not learn.training:
@@ -55,8 +62,14 @@ class Recorder(Callback):
         self.lrs.append(float(learn.current_lrs[-1]))
         self.moms.append(float(learn.current_mom))
         self.epoch_batches += 1
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(loss=f"{self.smooth_loss:.4f}", refresh=False)
 
     def after_epoch(self, learn) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
         self.nb_batches.append(self.epoch_batches)
         row = {"epoch": learn.epoch, "train_loss": self.losses[-1] if self.losses else float("nan")}
         if learn.last_validation is not None:
@@ -70,14 +83,17 @@ class Recorder(Callback):
         if self.verbose and learn.is_main_process and learn.validate_each_epoch:
             self._print_row(row)
 
+    def after_fit(self, learn) -> None:
+        if self._bar is not None:  # a fit cut short (the LR finder stops one mid-epoch)
+            self._bar.close()
+            self._bar = None
+
     def _print_row(self, row: dict) -> None:
-        keys = list(row)
-        if not self._printed_header:
-            print("  ".join(f"{k:>12}" for k in keys), flush=True)
-            self._printed_header = True
-        cells = [f"{v:>12d}" if isinstance(v, int) else f"{v:>12.6f}" for k, v in row.items() if k != "time"]
-        cells.append(f"{row['time']:>11.1f}s")
-        print("  ".join(cells), flush=True)
+        # one table per learner: later fits (the plan's next stages) add rows under the same header
+        if getattr(self, "_printed_header", None) != list(row):
+            print(table_header(row), flush=True)
+            self._printed_header = list(row)
+        print(table_row(row), flush=True)
 
     # ----- plots (PNG files; matplotlib's Agg backend, no display needed)
     def plot(self, path: str | Path = "lr_find.png", skip_start: int = 10, skip_end: int = 5,
@@ -133,6 +149,26 @@ class Recorder(Callback):
             ax.plot([m[i] for m in self.metrics])
             ax.set(xlabel="Epoch", ylabel=self.metric_names[i])
         return _save(fig, path)
+
+
+def table_header(row: dict) -> str:
+    """The header line of the epoch-metrics table (fastai's columns: epoch, losses, metrics, time)."""
+    return "  ".join(f"{k:>12}" for k in row)
+
+
+def table_row(row: dict) -> str:
+    """One epoch's line of the epoch-metrics table."""
+    cells = [f"{v:>12d}" if isinstance(v, int) else f"{v:>12.6f}" for k, v in row.items() if k != "time"]
+    return "  ".join(cells + [f"{row['time']:>11.1f}s"])
+
+
+def print_epoch_table(rows: list[dict]) -> None:
+    """The whole epoch table of a run at once (what the driver prints for a Ray Train run)."""
+    for i, row in enumerate(rows):
+        if i == 0 or list(row) != list(rows[i - 1]):
+            print(table_header(row))
+        print(table_row(row))
+    sys.stdout.flush()
 
 
 def plot_finder(lrs, losses, path: str | Path, *, steepest: float | None = None,

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from ..errors import ConfigError
 from ..tasks import TASKS, get_task
 
-__all__ = ["job_main", "add_train_arguments", "add_task_arguments", "task_config_from_args", "parse_size", "parse_sets", "load_plan", "run_from_args", "init_ray", "LOCAL_SYSTEM_CONFIG"]
+__all__ = ["job_main", "add_train_arguments", "add_task_arguments", "task_config_from_args", "parse_size", "parse_sets", "load_plan", "run_from_args", "init_ray", "quiet_ray_logging", "LOCAL_SYSTEM_CONFIG"]
 
 
 def load_plan(value: str, task: str) -> list:
@@ -84,6 +85,8 @@ def add_train_arguments(parser: argparse.ArgumentParser, task: str | None = None
     parser.add_argument("--storage", default="~/raylessons_results")
     parser.add_argument("--max-failures", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--verbose", action="store_true",
+                        help="show Ray's own log lines on the console (default: in <storage>/<name>/ray.log)")
 
 
 def parse_sets(items: list[str], task: str) -> dict:
@@ -109,18 +112,73 @@ LOCAL_SYSTEM_CONFIG = {"enable_worker_prestart": False, "prestart_worker_first_d
                        "enable_metrics_collection": False}
 
 
-def init_ray(**kwargs) -> None:
-    """Attach to the cluster a job runs in (RAY_ADDRESS), else start a private local instance."""
+def init_ray(verbose: bool | None = None, log_dir: str | Path | None = None, **kwargs) -> None:
+    """Attach to the cluster a job runs in (RAY_ADDRESS), else start a private local instance.
+
+    Quiet by default: workers' and actors' output (Ray Train's report lines, Serve's controller INFO, log
+    deduplication notes) stays in Ray's session logs instead of being echoed on this console, and the driver's
+    own Ray loggers write WARNING and up to `log_dir/ray.log` (when given) instead of the terminal.
+    `verbose=True` (or RAYLESSONS_VERBOSE=1) brings Ray's console output back.
+    """
     import os
 
     import ray
 
     if ray.is_initialized():
         return
+    if verbose is None:
+        verbose = os.environ.get("RAYLESSONS_VERBOSE", "") not in ("", "0")
+    if not verbose:
+        quiet_ray_logging(log_dir)
+        kwargs.setdefault("log_to_driver", False)
+        kwargs.setdefault("logging_level", logging.WARNING)
     address = os.environ.get("RAY_ADDRESS", "local")
     if address == "local":
         kwargs.setdefault("_system_config", LOCAL_SYSTEM_CONFIG)
     ray.init(address=address, **kwargs)
+    if not verbose and log_dir is not None:
+        _link_session_logs(Path(log_dir))
+
+
+RAY_LOGGERS = ("ray", "ray.train", "ray.tune", "ray.serve", "ray.data")
+
+
+def quiet_ray_logging(log_dir: str | Path | None = None) -> None:
+    """Ray's driver-side loggers off the console (to `log_dir/ray.log` when given); no colour codes."""
+    import os
+
+    os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+    os.environ.setdefault("RAY_TQDM", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    handler = None
+    if log_dir is not None:
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(Path(log_dir) / "ray.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in RAY_LOGGERS:
+        logger = logging.getLogger(name)
+        for h in list(logger.handlers):
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+                logger.removeHandler(h)
+        if handler is not None and not any(getattr(h, "baseFilename", None) == handler.baseFilename
+                                           for h in logger.handlers):
+            logger.addHandler(handler)
+        logger.propagate = False
+        logger.setLevel(logging.INFO if handler is not None else logging.WARNING)
+
+
+def _link_session_logs(log_dir: Path) -> None:
+    """`log_dir/ray-session-logs` -> this Ray session's log folder (every worker's and actor's output)."""
+    import ray
+
+    try:
+        session = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+    except Exception:  # attached to a remote cluster: its logs are on its nodes
+        return
+    link = log_dir / "ray-session-logs"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(session)
 
 
 def run_from_args(args: argparse.Namespace, task: str | None = None) -> dict:
@@ -134,7 +192,8 @@ def run_from_args(args: argparse.Namespace, task: str | None = None) -> dict:
                    num_workers=args.num_workers, use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker,
                    max_failures=args.max_failures, seed=args.seed)
     if run.num_workers > 0:  # 0: in this process, no Ray
-        init_ray()
+        init_ray(verbose=getattr(args, "verbose", False) or None,
+                 log_dir=Path(run.storage_path).expanduser() / run.name)
     result = fit_plan(run)
     print(json.dumps({"export": result["export"], "metrics": result["metrics"]}, indent=2, default=str))
     return result

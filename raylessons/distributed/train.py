@@ -20,11 +20,12 @@ from ..tasks import get_task
 from .checkpoints import newest_complete, prune_untracked, write_manifest
 
 __all__ = ["TrainRun", "fit_plan", "fit_plan_here", "train_loop_per_worker", "run_config_plan", "epoch_seed",
-           "worker_threads", "use_sync_batchnorm"]
+           "worker_threads", "use_sync_batchnorm", "epoch_rows", "print_run_table", "EPOCHS_FILE"]
 
 log = logging.getLogger("raylessons")
 
 STATE_FILE, POSITION_FILE, EXPORT_DIR = "state.pt", "position.json", "export"
+EPOCHS_FILE = "epochs.jsonl"  # one line per epoch (rank 0): what the driver prints as the run's table
 RESUMES_FILE = "resumes.jsonl"  # one line per restart: the checkpoint resumed from (and what Ray offered)
 
 
@@ -109,6 +110,8 @@ def run_config_plan(config: dict, report: Callable, checkpoint=None, device=None
     learn = task.build_learner(task.build_data(cfg, src=src).distributed(rank, world, config["seed"]), cfg,
                                device=device)
     learn.is_main_process = rank == 0
+    # in this process the table prints live; Ray Train workers and Tune trials leave it to the driver
+    learn.recorder.verbose = bool(config.get("print_epochs", False))
     if world > 1 and learn.device.type == "cuda" and getattr(task, "SYNC_BN", False):
         use_sync_batchnorm(learn)
     if wrap_model is not None:
@@ -140,6 +143,9 @@ def run_config_plan(config: dict, report: Callable, checkpoint=None, device=None
 
     def on_epoch_end(learn, stage: int, epoch: int) -> None:
         last = stage == len(stages) - 1 and epoch == stages[stage].epochs - 1
+        if rank == 0 and config.get("run_dir") and learn.recorder.epoch_rows:
+            with open(Path(config["run_dir"]) / EPOCHS_FILE, "a") as f:
+                f.write(json.dumps({"stage": stage, **_jsonable(learn.recorder.epoch_rows[-1])}) + "\n")
         _report_epoch(learn, stage, epoch, stages, rank, last, report, extra)
 
     if start[0] >= len(stages):  # every stage finished before the restart: only the export is missing
@@ -224,7 +230,30 @@ def fit_plan(run: TrainRun, callbacks: list | None = None) -> dict:
     tracked = {c.path for c, _ in (result.best_checkpoints or [])} | {result.checkpoint.path}
     for d in prune_untracked(run_dir, tracked):  # e.g. one reported but never registered by Ray
         log.info("removed untracked checkpoint %s", d)
+    print_run_table(run_dir)
     return _finish(run_dir, dict(result.metrics), result.checkpoint.path)
+
+
+def epoch_rows(run_dir: str | Path) -> list[dict]:
+    """The run's epoch rows from `epochs.jsonl`, in plan order; an epoch replayed after a restart counts once."""
+    path = Path(run_dir) / EPOCHS_FILE
+    if not path.is_file():
+        return []
+    rows: dict = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            rows[(row.pop("stage"), row["epoch"])] = row
+    return [rows[k] for k in sorted(rows)]
+
+
+def print_run_table(run_dir: str | Path) -> None:
+    """Print a Ray Train run's epoch-metrics table once, from the driver."""
+    from ..recorder import print_epoch_table
+
+    rows = epoch_rows(run_dir)
+    if rows:
+        print_epoch_table(rows)
 
 
 def checkpoint_name(stage: int, epoch: int) -> str:
@@ -243,6 +272,8 @@ def _start_run_dir(run: TrainRun, stages) -> Path:
     """`storage/name`, created, with the run's description (`run.json`) written in it."""
     run_dir = Path(run.storage_path).expanduser().resolve() / run.name
     run_dir.mkdir(parents=True, exist_ok=True)
+    if not any(run_dir.glob("checkpoint_s*")):  # a fresh run: no epochs of an earlier one in its table
+        (run_dir / EPOCHS_FILE).unlink(missing_ok=True)
     (run_dir / "run.json").write_text(json.dumps({**asdict(run), "plan": plan_to_data(stages)}, indent=2))
     return run_dir
 
@@ -295,7 +326,7 @@ def fit_plan_here(run: TrainRun, cfg=None, stages=None) -> dict:
         for old in kept[:-run.num_to_keep]:
             shutil.rmtree(old, ignore_errors=True)
 
-    config = _worker_config(run, cfg, torch.get_num_threads(), run_dir)
+    config = {**_worker_config(run, cfg, torch.get_num_threads(), run_dir), "print_epochs": True}
     device = torch.device("cuda") if run.use_gpu else None
     run_config_plan(config, report, _LocalCheckpoint(newest) if newest is not None else None, device=device)
     return _finish(run_dir, last["metrics"], last["checkpoint"])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from ..distributed.launch import add_task_arguments, task_config_from_args
@@ -60,6 +61,8 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", default="~/raylessons_results")
     parser.add_argument("--name", default=None, help="default: derived from the options (a rerun restores it)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--verbose", action="store_true",
+                        help="Tune's status tables and Ray's log lines on the console (default: <storage>/ray.log)")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -73,7 +76,8 @@ def config_from_args(args: argparse.Namespace):
                        warmup_epochs=args.warmup_epochs, finder_iters=args.finder_iters,
                        workers_per_trial=args.workers_per_trial,
                        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-                       storage_path=args.storage, name=args.name, seed=args.seed)
+                       storage_path=args.storage, name=args.name, seed=args.seed,
+                       verbose=1 if getattr(args, "verbose", False) else 0)
 
 
 def sweep_main(argv: list[str] | None = None) -> int:
@@ -85,6 +89,8 @@ def sweep_main(argv: list[str] | None = None) -> int:
     add_sweep_arguments(parser)
     args = parser.parse_args(argv)
     try:
+        if args.verbose:  # Ray's own console output back (read by init_ray)
+            os.environ["RAYLESSONS_VERBOSE"] = "1"
         result = run_sweep(config_from_args(args))
     except RaylessonsError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -82,7 +82,8 @@ def plan_summary(plan: list[dict]) -> str:
     """'freeze 1ep slice(0.01) → unfreeze 3ep slice(0.0001, 0.002)' (how the tables show a plan)."""
     parts = []
     for st in plan:
-        what = "freeze" if st.get("freeze") else "unfreeze" if st.get("unfreeze") else f"freeze_to({st['freeze_to']})"
+        what = ("freeze" if st.get("freeze") else "unfreeze" if st.get("unfreeze") else
+                f"freeze_to({st['freeze_to']})" if "freeze_to" in st else "fit")
         parts.append(f"{what} {st['epochs']}ep {st['max_lr']}")
     return " → ".join(parts)
 
@@ -202,7 +203,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
     exp = storage / name
     exp.mkdir(parents=True, exist_ok=True)
     (exp / "sweep.json").write_text(json.dumps({**dataclasses.asdict(cfg), "name": name}, indent=1, default=str))
-    init_ray()
+    init_ray(log_dir=exp)  # quiet unless RAYLESSONS_VERBOSE: Ray's lines go to exp/ray.log
     trial_res, cpus = _resources(cfg, ray.cluster_resources().get("CPU", 1))
 
     finders = run_finders(cfg.task, cfg.task_config, exp, cpus=cpus, gpus=min(cfg.gpus_per_trial, 1),

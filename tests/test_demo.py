@@ -1,0 +1,100 @@
+"""`raylessons demo --smoke`: the README's main command at tiny sizes, every layer (Train, Tune, Serve, HTTP),
+run as a user runs it (a subprocess, stdout not a terminal), and what its console shows."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from raylessons.distributed.train import EPOCHS_FILE, epoch_rows
+from raylessons.recorder import print_epoch_table
+
+TABLE_HEADER = re.compile(r"^\s*epoch\s+train_loss\b")
+# the runs of the smoke demo: Planet (Ray Train), CamVid, head pose, corpus LM, IMDB LM, classifier
+RUNS = 6
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    proc = subprocess.run([sys.executable, "-m", "raylessons.cli", "demo", "--smoke", "--out", str(out),
+                           "--port", "8199"], capture_output=True, text=True, timeout=900)
+    console = proc.stdout + proc.stderr
+    assert proc.returncode == 0, console[-4000:]
+    return out, console
+
+
+@pytest.mark.ray
+def test_smoke_demo_runs_every_layer(smoke):
+    out, console = smoke
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["preset"] == "smoke"
+    assert [r["workflow"].split(" (")[0] for r in summary["rows"]] == [
+        "Planet", "Planet sweep", "CamVid", "Head pose", "Sentiment"]
+    assert set(summary["times_s"]) == {"ray_init", "planet", "sweep", "camvid", "head_pose", "sentiment", "serve"}
+    for route in ("/planet", "/camvid?format=json", "/headpose", "/sentiment"):
+        assert f"POST http://127.0.0.1:8199{route}" in console
+    assert re.search(r"lesson plan fbeta [0-9.]+, sweep best [0-9.]+", console)
+    assert (out / "runs" / "demo-planet" / EPOCHS_FILE).is_file()  # the one Ray Train run
+    assert (out / "ray.log").is_file()
+
+
+@pytest.mark.ray
+def test_smoke_demo_console_has_no_ray_internals(smoke):
+    _, console = smoke
+    assert "TrainingReport(" not in console
+    assert not re.search(r"INFO.*controller", console)
+    assert "\x1b[" not in console  # no colour codes when stdout is not a terminal
+    assert "deduplicated" not in console
+    assert not re.search(r"^[+|].*\+-{5,}", console, re.M)  # no Tune status tables
+
+
+@pytest.mark.ray
+def test_smoke_demo_prints_one_epoch_table_per_run(smoke):
+    _, console = smoke
+    lines = console.splitlines()
+    headers = [i for i, line in enumerate(lines) if TABLE_HEADER.match(line)]
+    assert len(headers) == RUNS, "\n".join(lines[i] for i in headers)
+    # the Ray Train run's table is the driver's, printed once with one row per epoch of its 2-stage plan
+    planet = lines[headers[0] + 1:headers[0] + 3]
+    assert all(re.match(r"^\s*\d+\s+[0-9.]+", row) for row in planet), planet
+
+
+def test_epoch_rows_count_a_replayed_epoch_once(tmp_path):
+    rows = [{"stage": 0, "epoch": 0, "train_loss": 1.0, "time": 1.0},
+            {"stage": 0, "epoch": 1, "train_loss": 0.9, "time": 1.0},
+            {"stage": 0, "epoch": 1, "train_loss": 0.8, "time": 1.0},  # replayed after a restart
+            {"stage": 1, "epoch": 0, "train_loss": 0.7, "time": 1.0}]
+    (tmp_path / EPOCHS_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = epoch_rows(tmp_path)
+    assert [r["train_loss"] for r in got] == [1.0, 0.8, 0.7]
+    assert epoch_rows(tmp_path / "missing") == []
+
+
+def test_epoch_table_has_one_header(capsys):
+    rows = [{"epoch": e, "train_loss": 1.0 - e / 10, "valid_loss": 1.0, "time": 0.5} for e in range(3)]
+    print_epoch_table(rows)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and TABLE_HEADER.match(lines[0])
+    assert sum(bool(TABLE_HEADER.match(line)) for line in lines) == 1
+
+
+def test_a_learner_prints_one_table_over_its_fits(capsys):
+    from raylessons.recorder import Recorder
+
+    class Fake:
+        is_main_process, validate_each_epoch, metric_names = True, True, []
+        training, last_validation = False, (0.5, [])
+
+    rec, learn = Recorder(), Fake()
+    for stage in range(2):  # two fit_one_cycle calls, as a plan's two stages
+        rec.before_fit(learn)
+        for learn.epoch in range(2):
+            rec.before_epoch(learn)
+            rec.after_epoch(learn)
+        rec.after_fit(learn)
+    lines = capsys.readouterr().out.splitlines()
+    assert sum(bool(TABLE_HEADER.match(line)) for line in lines) == 1 and len(lines) == 5
