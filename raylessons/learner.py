@@ -243,4 +243,4 @@ class Learner:
         return self
 
     # ----- persistence and inference live in learner_io.py; attached below
-    from .learner_io import save, load, export, predict, get_preds  # noqa: E402  (methods)
+    from .learner_io import save, load, export, predict, get_preds, show_results  # noqa: E402  (methods)

@@ -10,7 +10,7 @@ import torch
 
 from .export_meta import EXPORT_META, EXPORT_MODEL, read_export_meta  # noqa: F401  (re-exported)
 
-__all__ = ["save", "load", "export", "load_learner", "predict", "get_preds", "read_export_meta",
+__all__ = ["save", "load", "export", "load_learner", "predict", "get_preds", "show_results", "read_export_meta",
            "EXPORT_MODEL", "EXPORT_META"]
 
 
@@ -123,3 +123,22 @@ def get_preds(self, dl=None, activ: bool = True) -> tuple[torch.Tensor, torch.Te
         preds.append(activation(self.data.label.kind)(out) if activ else out)
         targs.append(yb)
     return torch.cat(preds).cpu(), torch.cat(targs).cpu()
+
+
+@torch.no_grad()
+def show_results(self, rows: int = 3, path: str | Path = "results.png", ds_type: str = "valid") -> Path:
+    """fastai's `learn.show_results`: the first batch of the valid (or train) set with targets and predictions,
+    drawn by the label kind (tags, masks, points, texts), written as a PNG."""
+    from .inference import activation
+    from .limits import DEFAULT_THRESHOLD
+
+    if ds_type not in ("valid", "train"):
+        raise ValueError(f"ds_type must be 'valid' or 'train', got {ds_type!r}")
+    xb, yb = self.data.one_batch(train=ds_type == "train")
+    self.model.eval()
+    if hasattr(self.model, "reset"):
+        self.model.reset()
+    x, _ = self.data.to_device(xb, yb, self.device, self.channels_last)
+    preds = activation(self.data.label.kind)(self.model(x).float()).cpu()
+    threshold = getattr(self, "export_extra", {}).get("threshold", DEFAULT_THRESHOLD)
+    return self.data.show_results(xb, yb, preds, rows, path, threshold)

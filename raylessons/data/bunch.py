@@ -207,6 +207,12 @@ class DataBunch(LabelFacts, DeviceBatch):
 
         return show_batch(self, rows, Path(path), train)
 
+    def show_results(self, xb, yb, preds, rows: int, path: str | Path, threshold: float) -> Path:
+        """Draw a batch's items with their targets and `preds` (activated model outputs) as a PNG."""
+        from .show import show_results
+
+        return show_results(self, xb, yb, preds, rows, Path(path), threshold)
+
     def __repr__(self) -> str:
         return (f"DataBunch({self.label.kind}; train {len(self.train_ds)}, valid {len(self.valid_ds)}, "
                 f"c={self.c}, bs={self.bs}, size={self.size})")

@@ -10,6 +10,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..metrics import BCEWithLogitsFlat, CrossEntropyFlat, MSELossFlat
+from .show import show_image, verdict_title
 
 __all__ = ["ItemLists", "LabelLists", "Label", "MultiCategoryLabel", "CategoryLabel"]
 
@@ -52,6 +53,14 @@ class Label:
         new.raw = list(raw)
         return new
 
+    # ----- show_results: how one item's target and prediction are drawn (PNG grids of `learn.show_results`)
+    result_panels = 1  # matplotlib axes per item
+
+    def show_result(self, axs, x: torch.Tensor, y: torch.Tensor, pred: torch.Tensor, threshold: float) -> None:
+        """Draw image `x` (3, h, w) in [0, 1] with target `y` and activated prediction `pred` on `axs`."""
+        show_image(axs[0], x)
+        axs[0].set_title(f"pred {pred.flatten().tolist()}\ntrue {y.flatten().tolist()}", fontsize=8)
+
 
 class MultiCategoryLabel(Label):
     """Several tags per item: multi-hot float targets, BCE-with-logits loss."""
@@ -70,6 +79,12 @@ class MultiCategoryLabel(Label):
     def loss_func(self):
         return BCEWithLogitsFlat()
 
+    def show_result(self, axs, x, y, pred, threshold: float) -> None:
+        """The image titled with the tags predicted above `threshold` and the true tags."""
+        show_image(axs[0], x)
+        tags = lambda row: " ".join(c for c, on in zip(self.classes, row.tolist()) if on) or "-"  # noqa: E731
+        verdict_title(axs[0], tags(pred > threshold), tags(y > 0.5))
+
 
 class CategoryLabel(Label):
     """One class per item: an index target, cross-entropy loss."""
@@ -85,6 +100,13 @@ class CategoryLabel(Label):
 
     def loss_func(self):
         return CrossEntropyFlat()
+
+    def show_result(self, axs, x, y, pred, threshold: float) -> None:
+        """The image titled with the predicted class (and its probability) and the true class."""
+        show_image(axs[0], x)
+        idx = int(pred.argmax())
+        axs[0].set_title(f"pred {self.classes[idx]} ({float(pred[idx]):.2f})\ntrue {self.classes[int(y)]}",
+                         fontsize=8, color="tab:green" if idx == int(y) else "tab:red")
 
 
 class FloatLabel(Label):

@@ -94,6 +94,14 @@ class TextDataBunch(LabelFacts, DeviceBatch):
             print(table.to_string(index=False))
         return table
 
+    def show_results(self, xb, yb, preds, rows: int, path: str | Path, threshold: float = 0.5,
+                     max_len: int = 30) -> Path:
+        """The first `rows` texts of a batch with their targets and the model's predictions, as a PNG table."""
+        from .show import show_table
+
+        table = pd.DataFrame(self._result_rows(xb[:rows], yb[:rows], preds[:rows], max_len))
+        return show_table(table, Path(path))
+
     def _ids_text(self, ids: torch.Tensor, max_len: int) -> str:
         ids = ids[ids != PAD_IDX].tolist()
         more = " ..." if len(ids) > max_len else ""
@@ -190,6 +198,16 @@ class TextLMDataBunch(TextDataBunch):
     def _show_rows(self, xb, yb, max_len):
         return [{"idx": i, "text": self._ids_text(x, max_len)} for i, x in enumerate(xb)]
 
+    def _result_rows(self, xb, yb, preds, max_len, n_next: int = 8):
+        """The end of each window, the next `n_next` tokens of the text and the model's guess for each of them."""
+        rows = []
+        for x, y, p in zip(xb, yb, preds):  # p: (T, vocab) next-token probabilities
+            ctx = x[: len(x) - n_next]
+            rows.append({"text": "... " + self.vocab.textify(ctx[-max_len:].tolist()),
+                         "target": self.vocab.textify(y[-n_next:].tolist()),
+                         "pred": self.vocab.textify(p[-n_next:].argmax(-1).tolist())})
+        return rows
+
     def __repr__(self) -> str:
         return (f"TextLMDataBunch(train {len(self.train_ds)} texts, valid {len(self.valid_ds)}, "
                 f"vocab {len(self.vocab)}, bs={self.bs}, bptt={self.bptt})")
@@ -219,6 +237,14 @@ class TextClasDataBunch(TextDataBunch):
 
     def _show_rows(self, xb, yb, max_len):
         return [{"text": self._ids_text(x, max_len), "target": self.classes[int(y)]} for x, y in zip(xb, yb)]
+
+    def _result_rows(self, xb, yb, preds, max_len):
+        rows = []
+        for x, y, p in zip(xb, yb, preds):  # p: (n_class,) probabilities
+            idx = int(p.argmax())
+            rows.append({"text": self._ids_text(x, max_len), "target": self.classes[int(y)],
+                         "prediction": self.classes[idx], "probability": f"{float(p[idx]):.3f}"})
+        return rows
 
     def __repr__(self) -> str:
         return (f"TextClasDataBunch(train {len(self.train_ds)}, valid {len(self.valid_ds)}, "

@@ -27,6 +27,7 @@ from ..metrics import CrossEntropyFlat, MSELossFlat
 from .block import ImageList
 from .imageio import open_mask
 from .labels import LABEL_KINDS, Label
+from .show import show_image
 from .transforms import points_from_unit, points_to_unit
 
 __all__ = ["SegmentationLabel", "PointsLabel", "SegmentationItemList", "PointsItemList", "read_codes"]
@@ -106,6 +107,20 @@ class SegmentationLabel(Label):
         ax.imshow(mask, cmap="tab20", alpha=0.5, vmin=0, vmax=max(1, len(self.classes) - 1),
                   interpolation="nearest")
 
+    result_panels = 3
+
+    def show_result(self, axs, x, y, pred, threshold: float) -> None:
+        """Three panels: the image, the true mask over it, the predicted mask over it (its accuracy, Void ignored)."""
+        mask = pred.argmax(0)  # (C, h, w) probabilities -> (h, w) class ids
+        keep = y != (-1 if self.void_code is None else self.void_code)
+        acc = float((mask[keep] == y[keep]).float().mean()) if keep.any() else float("nan")
+        for ax, target, title in ((axs[0], None, "image"), (axs[1], y, "true mask"),
+                                  (axs[2], mask, f"predicted (accuracy {acc:.2f})")):
+            show_image(ax, x)
+            if target is not None:
+                self.show(ax, target, x.shape[-2:])
+            ax.set_title(title, fontsize=8)
+
 
 class PointsLabel(Label):
     """K (row, col) points per image; the target is (K, 2) in [-1, 1]; MSE loss ignoring dropped points."""
@@ -155,6 +170,20 @@ class PointsLabel(Label):
         """Draw the points (in pixels of the shown image) as red crosses."""
         rc = points_from_unit(y.reshape(-1, 2), tuple(hw))
         ax.scatter(rc[:, 1].numpy(), rc[:, 0].numpy(), s=60, c="red", marker="+", linewidths=2)
+
+    def show_result(self, axs, x, y, pred, threshold: float) -> None:
+        """The image with the true points (green +) and the predicted ones (red x), titled with the distance."""
+        hw = tuple(x.shape[-2:])
+        true, got = points_from_unit(y.reshape(-1, 2), hw), points_from_unit(pred.reshape(-1, 2), hw)
+        show_image(axs[0], x)
+        axs[0].scatter(true[:, 1].numpy(), true[:, 0].numpy(), s=70, c="lime", marker="+", linewidths=2,
+                       label="true")
+        axs[0].scatter(got[:, 1].numpy(), got[:, 0].numpy(), s=50, c="red", marker="x", linewidths=2,
+                       label="predicted")
+        axs[0].set(xlim=(-0.5, hw[1] - 0.5), ylim=(hw[0] - 0.5, -0.5))  # a wild guess stays off the picture
+        off = (true - got).norm(dim=1)
+        off = off[torch.isfinite(off)]  # a point an augmentation dropped has a NaN target
+        axs[0].set_title(f"off by {float(off.mean()):.1f} px" if len(off) else "true point dropped", fontsize=8)
 
 
 def _as_points(value, item) -> torch.Tensor:
