@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--export", action="append", required=True, metavar="TASK=DIR")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--log-dir", default="~/raylessons_results/serve",
+                       help="where Ray's and Serve's own log lines go (ray.log; ray-session-logs/)")
+    serve.add_argument("--verbose", action="store_true", help="show Ray's own log lines on the console")
 
     sub.add_parser("predict", help="send files to a running server: raylessons predict --task T --url U FILE...")
     sub.add_parser("sweep", help="LR-finder-guided Ray Tune sweep: raylessons sweep --task T --data D --trials N ...")
@@ -116,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
         from .serving.local import serve_forever
 
         exports = dict(item.split("=", 1) for item in args.export)
-        serve_forever(exports, host=args.host, port=args.port)
+        serve_forever(exports, host=args.host, port=args.port, verbose=args.verbose, log_dir=args.log_dir)
         return 0
     raise AssertionError(args.command)
 

@@ -11,7 +11,8 @@ import numpy as np
 from .callbacks.core import Callback
 from .schedule import SliceSuggestion, SmoothenValue, suggest_slice, trim_finder_curve
 
-__all__ = ["Recorder", "suggest_lr", "plot_finder", "print_epoch_table", "table_header", "table_row"]
+__all__ = ["Recorder", "suggest_lr", "plot_finder", "plot_loss_curves", "print_epoch_table", "table_header",
+           "table_row"]
 
 log = logging.getLogger("raylessons")
 
@@ -38,6 +39,7 @@ class Recorder(Callback):
         self.metric_names: list[str] = []
         self.min_grad_lr = None
         self._bar = None
+        self.epoch_offset = 0  # epochs of the plan's earlier stages: a plan's table counts its epochs through
 
     def before_fit(self, learn) -> None:
         self.lrs, self.moms, self.losses, self.nb_batches = [], [], [], []
@@ -71,7 +73,8 @@ class Recorder(Callback):
             self._bar.close()
             self._bar = None
         self.nb_batches.append(self.epoch_batches)
-        row = {"epoch": learn.epoch, "train_loss": self.losses[-1] if self.losses else float("nan")}
+        row = {"epoch": self.epoch_offset + learn.epoch,
+               "train_loss": self.losses[-1] if self.losses else float("nan")}
         if learn.last_validation is not None:
             val_loss, mets = learn.last_validation
             self.val_losses.append(val_loss)
@@ -117,14 +120,9 @@ class Recorder(Callback):
 
     def plot_losses(self, path: str | Path = "losses.png") -> Path:
         """Smoothed train loss per batch and validation loss at each epoch's end."""
-        plt = _pyplot()
-        fig, ax = plt.subplots()
-        ax.plot(range(len(self.losses)), self.losses, label="Train")
-        if self.val_losses:
-            ax.plot(np.cumsum(self.nb_batches)[: len(self.val_losses)], self.val_losses, label="Validation")
-        ax.set(xlabel="Batches processed", ylabel="Loss")
-        ax.legend()
-        return _save(fig, path)
+        ends = np.cumsum(self.nb_batches)
+        per_epoch = [self.losses[s:e] for s, e in zip(np.r_[0, ends[:-1]], ends)]
+        return plot_loss_curves(per_epoch, self.val_losses, [0] * len(per_epoch), path)
 
     def plot_lr(self, path: str | Path = "lr.png", show_moms: bool = False) -> Path:
         """The last group's lr per iteration, and the momentum beside it with show_moms=True."""
@@ -169,6 +167,25 @@ def print_epoch_table(rows: list[dict]) -> None:
             print(table_header(row))
         print(table_row(row))
     sys.stdout.flush()
+
+
+def plot_loss_curves(batch_losses: list[list[float]], valid_losses: list, stages: list[int], path: str | Path) -> Path:
+    """Train loss per batch and validation loss per epoch (one list of batch losses, one valid loss and the stage
+    of each epoch), with a dotted line where a new stage of the plan starts."""
+    plt = _pyplot()
+    fig, ax = plt.subplots()
+    ends = np.cumsum([len(b) for b in batch_losses])
+    ax.plot(np.arange(int(ends[-1]) if len(ends) else 0), [v for b in batch_losses for v in b], label="Train")
+    valid = [(e, v) for e, v in zip(ends, valid_losses) if v is not None and np.isfinite(v)]
+    if valid:
+        ax.plot(*zip(*valid), marker="o", label="Validation")
+    for i in range(1, len(stages)):
+        if stages[i] != stages[i - 1]:
+            ax.axvline(ends[i - 1], color="gray", linestyle=":", linewidth=1)
+            ax.text(ends[i - 1], ax.get_ylim()[1], f" stage {stages[i]}", va="top", fontsize=8, color="gray")
+    ax.set(xlabel="Batches processed", ylabel="Loss")
+    ax.legend()
+    return _save(fig, path)
 
 
 def plot_finder(lrs, losses, path: str | Path, *, steepest: float | None = None,

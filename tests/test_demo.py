@@ -43,9 +43,27 @@ def test_smoke_demo_runs_every_layer(smoke):
 
 
 @pytest.mark.ray
+def test_smoke_demo_writes_the_lessons_pictures_and_the_report(smoke):
+    out, console = smoke
+    for stem in ("planet", "camvid", "head_pose"):
+        for kind in ("batch", "lr_find", "losses", "results"):
+            assert (out / f"{stem}_{kind}.png").stat().st_size > 1000, f"{stem}_{kind}.png"
+    for name in ("imdb_clas_lr_find", "imdb_clas_losses", "imdb_clas_results", "imdb_lm_results"):
+        assert (out / f"{name}.png").stat().st_size > 1000, name
+    page = (out / "report.html").read_text()
+    assert f"report: {out / 'report.html'}" in console
+    for title in ("Planet", "Planet sweep", "CamVid", "Head pose", "Sentiment", "Ray Serve", "Summary"):
+        assert title in page
+    # every picture inlined (the page stands alone), the HTTP answers and the summary's rows in it
+    assert page.count("<img") == 19 and page.count('src="data:image/png;base64,') == page.count("<img")
+    assert "POST http://127.0.0.1:8199/sentiment" in page and "lesson plan" in page
+
+
+@pytest.mark.ray
 def test_smoke_demo_console_has_no_ray_internals(smoke):
     _, console = smoke
     assert "TrainingReport(" not in console
+    assert "(raylet)" not in console and "(pid=" not in console  # nothing echoed from Ray's processes
     assert not re.search(r"INFO.*controller", console)
     assert "\x1b[" not in console  # no colour codes when stdout is not a terminal
     assert "deduplicated" not in console

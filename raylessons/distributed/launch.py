@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
+import sys
 from pathlib import Path
 
 from ..errors import ConfigError
 from ..tasks import TASKS, get_task
 
-__all__ = ["job_main", "add_train_arguments", "add_task_arguments", "task_config_from_args", "parse_size", "parse_sets", "load_plan", "run_from_args", "init_ray", "quiet_ray_logging", "LOCAL_SYSTEM_CONFIG"]
+__all__ = ["job_main", "add_train_arguments", "add_task_arguments", "task_config_from_args", "parse_size", "parse_sets", "load_plan", "run_from_args", "init_ray", "quiet_ray_logging", "redirect_output", "LOCAL_SYSTEM_CONFIG"]
 
 
 def load_plan(value: str, task: str) -> list:
@@ -112,20 +115,20 @@ LOCAL_SYSTEM_CONFIG = {"enable_worker_prestart": False, "prestart_worker_first_d
                        "enable_metrics_collection": False}
 
 
-def init_ray(verbose: bool | None = None, log_dir: str | Path | None = None, **kwargs) -> None:
+def init_ray(verbose: bool | None = None, log_dir: str | Path | None = None, dashboard: bool = True,
+             **kwargs) -> bool:
     """Attach to the cluster a job runs in (RAY_ADDRESS), else start a private local instance.
 
     Quiet by default: workers' and actors' output (Ray Train's report lines, Serve's controller INFO, log
     deduplication notes) stays in Ray's session logs instead of being echoed on this console, and the driver's
     own Ray loggers write WARNING and up to `log_dir/ray.log` (when given) instead of the terminal.
-    `verbose=True` (or RAYLESSONS_VERBOSE=1) brings Ray's console output back.
+    `verbose=True` (or RAYLESSONS_VERBOSE=1) brings Ray's console output back. `dashboard=False` leaves out the
+    dashboard of a private instance. Returns whether this call started Ray (False: it was already running).
     """
-    import os
-
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     if verbose is None:
         verbose = os.environ.get("RAYLESSONS_VERBOSE", "") not in ("", "0")
     if not verbose:
@@ -135,9 +138,12 @@ def init_ray(verbose: bool | None = None, log_dir: str | Path | None = None, **k
     address = os.environ.get("RAY_ADDRESS", "local")
     if address == "local":
         kwargs.setdefault("_system_config", LOCAL_SYSTEM_CONFIG)
+        if not dashboard:
+            kwargs.setdefault("include_dashboard", False)
     ray.init(address=address, **kwargs)
     if not verbose and log_dir is not None:
         _link_session_logs(Path(log_dir))
+    return True
 
 
 RAY_LOGGERS = ("ray", "ray.train", "ray.tune", "ray.serve", "ray.data")
@@ -145,8 +151,6 @@ RAY_LOGGERS = ("ray", "ray.train", "ray.tune", "ray.serve", "ray.data")
 
 def quiet_ray_logging(log_dir: str | Path | None = None) -> None:
     """Ray's driver-side loggers off the console (to `log_dir/ray.log` when given); no colour codes."""
-    import os
-
     os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     os.environ.setdefault("RAY_TQDM", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -165,6 +169,28 @@ def quiet_ray_logging(log_dir: str | Path | None = None) -> None:
             logger.addHandler(handler)
         logger.propagate = False
         logger.setLevel(logging.INFO if handler is not None else logging.WARNING)
+
+
+@contextlib.contextmanager
+def redirect_output(log: str | Path | None):
+    """Append everything printed inside the block to `log`: Python's stdout and stderr and the process's file
+    descriptors 1 and 2 (what Ray's C++ core writes too). `None`: leave the console alone (verbose runs)."""
+    if log is None:
+        yield
+        return
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log, "a") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            f.flush()
+            for fd, copy in zip((1, 2), saved):
+                os.dup2(copy, fd)
+                os.close(copy)
 
 
 def _link_session_logs(log_dir: Path) -> None:

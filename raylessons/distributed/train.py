@@ -20,12 +20,14 @@ from ..tasks import get_task
 from .checkpoints import newest_complete, prune_untracked, write_manifest
 
 __all__ = ["TrainRun", "fit_plan", "fit_plan_here", "train_loop_per_worker", "run_config_plan", "epoch_seed",
-           "worker_threads", "use_sync_batchnorm", "epoch_rows", "print_run_table", "EPOCHS_FILE"]
+           "worker_threads", "use_sync_batchnorm", "epoch_rows", "print_run_table", "plot_run_losses", "EPOCHS_FILE",
+           "BATCH_LOSSES"]
 
 log = logging.getLogger("raylessons")
 
 STATE_FILE, POSITION_FILE, EXPORT_DIR = "state.pt", "position.json", "export"
 EPOCHS_FILE = "epochs.jsonl"  # one line per epoch (rank 0): what the driver prints as the run's table
+BATCH_LOSSES = "batch_losses"  # in each line of EPOCHS_FILE: the epoch's smoothed train loss per batch (loss curves)
 RESUMES_FILE = "resumes.jsonl"  # one line per restart: the checkpoint resumed from (and what Ray offered)
 
 
@@ -138,14 +140,17 @@ def run_config_plan(config: dict, report: Callable, checkpoint=None, device=None
     def on_epoch_begin(learn, stage: int, epoch: int) -> None:
         # every epoch draws its augmentations and dropout masks from a generator seeded by (seed, rank, epoch):
         # a run restarted from a checkpoint replays exactly what the uninterrupted run would have done
-        done = sum(s.epochs for s in stages[:stage]) + epoch
-        torch.manual_seed(epoch_seed(config["seed"], rank, done))
+        learn.recorder.epoch_offset = sum(s.epochs for s in stages[:stage])
+        torch.manual_seed(epoch_seed(config["seed"], rank, learn.recorder.epoch_offset + epoch))
 
     def on_epoch_end(learn, stage: int, epoch: int) -> None:
         last = stage == len(stages) - 1 and epoch == stages[stage].epochs - 1
         if rank == 0 and config.get("run_dir") and learn.recorder.epoch_rows:
+            rec = learn.recorder
+            batch_losses = rec.losses[len(rec.losses) - rec.nb_batches[-1]:] if rec.nb_batches else []
             with open(Path(config["run_dir"]) / EPOCHS_FILE, "a") as f:
-                f.write(json.dumps({"stage": stage, **_jsonable(learn.recorder.epoch_rows[-1])}) + "\n")
+                f.write(json.dumps({"stage": stage, **_jsonable(rec.epoch_rows[-1]),
+                                    BATCH_LOSSES: [round(float(v), 6) for v in batch_losses]}) + "\n")
         _report_epoch(learn, stage, epoch, stages, rank, last, report, extra)
 
     if start[0] >= len(stages):  # every stage finished before the restart: only the export is missing
@@ -234,8 +239,11 @@ def fit_plan(run: TrainRun, callbacks: list | None = None) -> dict:
     return _finish(run_dir, dict(result.metrics), result.checkpoint.path)
 
 
-def epoch_rows(run_dir: str | Path) -> list[dict]:
-    """The run's epoch rows from `epochs.jsonl`, in plan order; an epoch replayed after a restart counts once."""
+def epoch_rows(run_dir: str | Path, with_stage: bool = False) -> list[dict]:
+    """The run's epoch rows from `epochs.jsonl`, in plan order; an epoch replayed after a restart counts once.
+
+    Each row holds the table's columns and `batch_losses`; `with_stage` keeps the plan stage (`stage`) too.
+    """
     path = Path(run_dir) / EPOCHS_FILE
     if not path.is_file():
         return []
@@ -243,7 +251,8 @@ def epoch_rows(run_dir: str | Path) -> list[dict]:
     for line in path.read_text().splitlines():
         if line.strip():
             row = json.loads(line)
-            rows[(row.pop("stage"), row["epoch"])] = row
+            stage = row["stage"] if with_stage else row.pop("stage")
+            rows[(stage, row["epoch"])] = row
     return [rows[k] for k in sorted(rows)]
 
 
@@ -251,9 +260,20 @@ def print_run_table(run_dir: str | Path) -> None:
     """Print a Ray Train run's epoch-metrics table once, from the driver."""
     from ..recorder import print_epoch_table
 
-    rows = epoch_rows(run_dir)
+    rows = [{k: v for k, v in row.items() if k != BATCH_LOSSES} for row in epoch_rows(run_dir)]
     if rows:
         print_epoch_table(rows)
+
+
+def plot_run_losses(run_dir: str | Path, path: str | Path) -> Path:
+    """The whole plan's loss curves (train per batch, validation per epoch, stage starts marked) as a PNG."""
+    from ..recorder import plot_loss_curves
+
+    rows = epoch_rows(run_dir, with_stage=True)
+    if not rows:
+        raise RaylessonsError(f"{run_dir} holds no {EPOCHS_FILE}: the run reported no epoch yet")
+    return plot_loss_curves([r.get(BATCH_LOSSES, []) for r in rows], [r.get("valid_loss") for r in rows],
+                            [r["stage"] for r in rows], path)
 
 
 def checkpoint_name(stage: int, epoch: int) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import httpx
 from pydantic import ValidationError
@@ -19,12 +20,14 @@ _started: dict = {}  # what start() deployed: args (the app's arguments), user_c
 
 
 def start(exports: dict[str, str], host: str = "127.0.0.1", port: int = 8000, timeout_s: float = 180,
-          deployments: dict[str, dict] | None = None, logging_config: dict | None = None, **options) -> str:
+          deployments: dict[str, dict] | None = None, logging_config: dict | None = None,
+          verbose: bool | None = None, log_dir: str | Path | None = None, **options) -> str:
     """Serve `exports` (task -> export dir) at http://host:port and wait until /healthz answers; the base URL.
 
     The application is deployed from a config, as `serve deploy serve/config.yaml` does (the controller builds
     it from `raylessons.serving.app:build_app` and these arguments), so `configure` and `swap` change it the
     way a second `serve deploy` does: live, through `user_config`, without restarting replicas.
+    Ray is attached to (RAY_ADDRESS) or started quiet unless `verbose`, as `init_ray` does, with `log_dir/ray.log`.
     """
     global _owns_ray
     import ray
@@ -32,10 +35,11 @@ def start(exports: dict[str, str], host: str = "127.0.0.1", port: int = 8000, ti
 
     from .app import build_app
 
+    from ..distributed.launch import init_ray
+
     build_app({"exports": exports, **options})  # bad exports fail here, before Ray starts
-    if not ray.is_initialized():
-        # address="local": never attach to a stale cluster file left by an earlier `ray start`
-        ray.init(address="local", include_dashboard=False)
+    # attach to RAY_ADDRESS, else a private instance ("local": never a stale cluster file of an earlier `ray start`)
+    if init_ray(verbose=verbose, log_dir=log_dir, dashboard=False):
         _owns_ray = True
     if "replica_cpus" not in options:
         # one replica per model must fit on this machine (4 models on 2 cores: 1/2 CPU each), or Serve waits forever
@@ -181,19 +185,27 @@ def shutdown() -> None:
     _started.clear()
 
 
-def serve_forever(exports: dict[str, str], host: str = "127.0.0.1", port: int = 8000, **options) -> None:
-    """`start`, then block until Ctrl-C or SIGTERM, then `shutdown` (the `raylessons serve` command)."""
+def serve_forever(exports: dict[str, str], host: str = "127.0.0.1", port: int = 8000, verbose: bool = False,
+                  log_dir: str | Path | None = None, **options) -> None:
+    """`start`, then block until Ctrl-C or SIGTERM, then `shutdown` (the `raylessons serve` command).
+
+    Quiet unless `verbose`: Ray's and Serve's own lines go to `log_dir/ray.log` and the Ray session's logs."""
     import signal
+
+    from ..distributed.launch import redirect_output
 
     def _stop(signum, frame):
         raise KeyboardInterrupt
 
-    url = start(exports, host=host, port=port, **options)
+    log_dir = Path(log_dir).expanduser() if log_dir is not None else None
+    url = start(exports, host=host, port=port, verbose=verbose, log_dir=log_dir, **options)
     previous = signal.signal(signal.SIGTERM, _stop)  # `kill` from a script stops it cleanly too
-    print(f"serving {sorted(exports)} at {url} (Ctrl-C stops)", flush=True)
+    print(f"serving {sorted(exports)} at {url} (Ctrl-C stops)"
+          + ("" if verbose or log_dir is None else f"; Ray's log lines: {log_dir / 'ray.log'}"), flush=True)
     try:
         while True:
             time.sleep(3600)
     finally:
         signal.signal(signal.SIGTERM, previous)
-        shutdown()
+        with redirect_output(None if verbose or log_dir is None else log_dir / "ray.log"):
+            shutdown()

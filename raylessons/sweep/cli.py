@@ -55,6 +55,8 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--divisor", type=float, default=5.0, help="unfrozen upper = stage-1 rate / divisor")
     parser.add_argument("--warmup-epochs", type=int, default=1, help="frozen epochs before the unfrozen finder")
     parser.add_argument("--finder-iters", type=int, default=100, help="batches of each LR finder run")
+    parser.add_argument("--guide-clamp", type=_floats, default=[1e-4, 1e-1],
+                        help="LOW,HIGH: the frozen finder's guide is kept in this range")
     parser.add_argument("--workers-per-trial", type=int, default=1, help="> 1: each trial runs DDP on Ray Train")
     parser.add_argument("--cpus-per-trial", type=float, default=None)
     parser.add_argument("--gpus-per-trial", type=float, default=0)
@@ -74,6 +76,7 @@ def config_from_args(args: argparse.Namespace):
                        mode=args.mode, schedules=args.schedules, ratios=args.ratios, band=args.band,
                        stage1_fracs=args.stage1_fracs, pct_start=args.pct_start, wd=args.wd, divisor=args.divisor,
                        warmup_epochs=args.warmup_epochs, finder_iters=args.finder_iters,
+                       guide_clamp=args.guide_clamp,
                        workers_per_trial=args.workers_per_trial,
                        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
                        storage_path=args.storage, name=args.name, seed=args.seed,

@@ -1,7 +1,8 @@
 """The two LR finders a sweep starts from, run once as Ray tasks before any trial.
 
-1. frozen: the task's learner as built (frozen to the head when pretrained), `lr_find()`; the guide is the
-   steepest slope of the smoothed loss (fastai's "min numerical gradient").
+1. frozen: the task's learner frozen to its last layer group (`freeze()`, as a plan's frozen first stage trains
+   it, pretrained or not), `lr_find()`; the guide is the steepest slope of the smoothed loss (fastai's "min
+   numerical gradient"), clamped to a sane range.
 2. unfrozen: the lesson's order: `fit_one_cycle(warmup_epochs, slice(stage1_lr))` frozen, `unfreeze()`,
    `lr_find()`; the guide is `suggest_slice` (one decade before the loss shoots up, up to stage1_lr / divisor),
    on the curve untrimmed at the end (the finder stops just after the loss passes 4x its best).
@@ -36,6 +37,8 @@ def _frozen(task_name: str, task_config: dict, out: str, threads: int, seed: int
     from ..recorder import plot_finder, suggest_lr
 
     learn = _learner(task_name, task_config, threads, seed)
+    learn.freeze()  # the guide is for a frozen first stage: measured on the head alone, pretrained or not
+    trainable = learn.trainable_counts()
     learn.lr_find(num_it=num_it)
     lrs, losses = [float(x) for x in learn.recorder.lrs], [float(x) for x in learn.recorder.losses]
     steepest, min_div_10 = suggest_lr(lrs, losses)
@@ -43,7 +46,8 @@ def _frozen(task_name: str, task_config: dict, out: str, threads: int, seed: int
     guide = float(min(max(steepest, lo), hi))
     png = plot_finder(lrs, losses, Path(out) / "lr_find_frozen.png", steepest=guide)
     return {"lrs": lrs, "losses": losses, "steepest": steepest, "min_loss_div_10": min_div_10, "guide": guide,
-            "png": str(png), "n_groups": len(learn.layer_groups), "metric_names": list(learn.metric_names)}
+            "png": str(png), "n_groups": len(learn.layer_groups), "metric_names": list(learn.metric_names),
+            "trainable_counts": trainable}
 
 
 def _unfrozen(task_name: str, task_config: dict, out: str, threads: int, seed: int, stage1_lr: float,

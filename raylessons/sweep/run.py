@@ -60,6 +60,7 @@ class SweepConfig:
     divisor: float = 5.0                 # unfrozen upper = stage-1 rate / divisor
     warmup_epochs: int = 1               # frozen epochs before the unfrozen finder
     finder_iters: int = 100              # batches of each LR finder run (lr_find's num_it)
+    guide_clamp: list = field(default_factory=lambda: [1e-4, 1e-1])  # the frozen guide is kept in this range
     workers_per_trial: int = 1
     cpus_per_trial: float | None = None  # default: the cluster's CPUs / max_concurrent (per worker if DDP)
     gpus_per_trial: float = 0            # per worker; fractions only for single-worker trials
@@ -97,6 +98,8 @@ def _check(cfg: SweepConfig) -> tuple[str, str]:
     for name in ("trials", "max_concurrent", "epochs", "grace_period", "workers_per_trial", "finder_iters"):
         if int(getattr(cfg, name)) < 1:
             raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if len(cfg.guide_clamp) != 2 or not 0 < cfg.guide_clamp[0] < cfg.guide_clamp[1]:
+        raise ConfigError(f"guide_clamp must be [low, high] with 0 < low < high, got {cfg.guide_clamp}")
     if cfg.reduction_factor < 2:
         raise ConfigError(f"reduction_factor must be >= 2, got {cfg.reduction_factor}")
     if cfg.gpus_per_trial < 0 or (cfg.workers_per_trial > 1 and cfg.gpus_per_trial not in (0, 1)):
@@ -208,7 +211,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
 
     finders = run_finders(cfg.task, cfg.task_config, exp, cpus=cpus, gpus=min(cfg.gpus_per_trial, 1),
                           warmup_epochs=cfg.warmup_epochs, divisor=cfg.divisor, seed=cfg.seed,
-                          num_it=cfg.finder_iters)
+                          num_it=cfg.finder_iters, clamp=tuple(cfg.guide_clamp))
     frozen, unfrozen = finders["frozen"], finders["unfrozen"]
     print(f"LR finders: frozen guide {frozen['guide']:.3g} (steepest {frozen['steepest']:.3g}); unfrozen "
           f"slice({unfrozen['lower']:.3g}, {unfrozen['upper']:.3g}) (knee {unfrozen['knee']}); "
@@ -232,8 +235,9 @@ def run_sweep(cfg: SweepConfig) -> dict:
                                        random_state=cfg.seed, max_concurrent=cfg.max_concurrent)
         tuner = tune.Tuner(
             trainable, param_space=space,
+            # the generator caps concurrency; a finished trial's process runs the next (no new torch import)
             tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=cfg.trials, scheduler=scheduler,
-                                        search_alg=search),  # the generator caps concurrency
+                                        search_alg=search, reuse_actors=cfg.workers_per_trial == 1),
             run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=cfg.verbose,
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
     grid = tuner.fit()
