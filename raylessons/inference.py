@@ -18,7 +18,8 @@ __all__ = ["InferenceData", "Predictor", "activation", "inference_size", "mask_a
 
 
 _LOSSES = {"multi_category": BCEWithLogitsFlat, "category": CrossEntropyFlat,
-           "segmentation": lambda: CrossEntropyFlat(axis=1), "points": MSELossFlat, "float": MSELossFlat}
+           "segmentation": lambda: CrossEntropyFlat(axis=1), "points": MSELossFlat, "float": MSELossFlat,
+           "lm": CrossEntropyFlat}
 
 
 def activation(label_kind: str):
@@ -91,7 +92,7 @@ class Predictor:
     @classmethod
     def from_learner(cls, learn) -> "Predictor":
         """The predictor of a (trained or loaded) learner."""
-        return cls(learn.model, learn.data, learn.device)
+        return cls(learn.model, learn.data, learn.device, threshold=learn.export_extra.get("threshold"))
 
     @classmethod
     def from_export(cls, dest: str | Path, device: str | None = None) -> "Predictor":

@@ -35,7 +35,7 @@ class Learner:
                  callbacks: Iterable[Callback] = (), device: torch.device | str | None = None,
                  model_meta: dict | None = None):
         self.data, self.loss_func = data, loss_func or data.loss_func
-        self.metrics = list(metrics)
+        self.metrics = [metrics] if callable(metrics) else list(metrics)  # fastai takes one function too
         self.opt_func, self.wd, self.train_bn = opt_func, wd, train_bn
         self.path = Path(path if path is not None else getattr(data, "path", "."))
         self.model_dir, self.model_meta = model_dir, dict(model_meta or {})
@@ -235,11 +235,13 @@ class Learner:
     def to_fp16(self) -> "Learner":
         """Mixed precision (autocast + gradient scaling) on CUDA; a no-op on the CPU."""
         self.mixed_precision = self.device.type == "cuda"
+        self._scaler = torch.amp.GradScaler("cuda", enabled=self.mixed_precision)
         return self
 
     def to_fp32(self) -> "Learner":
-        """Back to full precision."""
+        """Back to full precision (no autocast, no gradient scaling)."""
         self.mixed_precision = False
+        self._scaler = torch.amp.GradScaler("cuda", enabled=False)
         return self
 
     # ----- persistence and inference live in learner_io.py; attached below

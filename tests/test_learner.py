@@ -199,3 +199,22 @@ def test_pretrained_true_offline_is_a_clear_error(data, monkeypatch, tmp_path):
     monkeypatch.setattr(tv_api, "load_state_dict_from_url", offline)  # what torchvision fetches with
     with pytest.raises(DownloadError, match=r"ImageNet weights for resnet34.*offline.*resnet34-.*\.pth"):
         cnn_learner(data[0], "resnet34", pretrained=True)
+
+
+def test_one_metric_function_and_fp32_without_gradient_scaling(data):
+    from raylessons.learner import Learner
+    from raylessons.metrics import fbeta
+
+    d, _ = data
+    learn = Learner(d, make_learner(data).model, metrics=fbeta)  # fastai's metrics=acc_camvid form
+    assert learn.metric_names == ["fbeta"]
+    learn.to_fp32()
+    assert not learn.mixed_precision and not learn._scaler.is_enabled()
+
+
+def test_predict_uses_the_tasks_threshold(data):
+    learn = make_learner(data)
+    learn.export_extra["threshold"] = 0.9
+    item = data[0].valid_ds.items[0]
+    _, mask, probs = learn.predict(item)
+    assert torch.equal(mask, probs > 0.9)

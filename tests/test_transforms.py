@@ -4,6 +4,7 @@ from __future__ import annotations
 import itertools
 import pickle
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as tnf
@@ -336,3 +337,11 @@ def test_bad_inputs_raise_data_or_config_errors():
         Pipeline([], None, True)(img, torch.zeros(32, 32, dtype=torch.long))
     with pytest.raises(ConfigError, match="target_kind"):
         Pipeline([], None, True, target_kind="box")
+
+
+def test_the_lessons_numpy_size_is_taken():
+    # lesson3-camvid: `src_size = np.array(mask.shape[1:])`, `size = src_size // 2`
+    img = torch.zeros(3, 40, 64, dtype=torch.uint8)
+    for size in (np.array([40, 64]) // 2, tuple(np.array([40, 64]) // 2), np.int64(16)):
+        x, _ = Pipeline([], size, train=False)(img)
+        assert tuple(x.shape[-2:]) == ((20, 32) if np.ndim(size) else (16, 16))

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -194,6 +195,10 @@ def get_transforms(do_flip: bool = True, flip_vert: bool = False, max_rotate: fl
 def _size_tfms(size: int | tuple[int, int] | None, train: bool) -> list:
     if size is None:
         return []
+    if isinstance(size, np.ndarray) or isinstance(size, np.integer):  # the lesson's `src_size // 2`
+        size = size.tolist()
+    if isinstance(size, (tuple, list)):
+        size = [s.item() if isinstance(s, np.integer) else s for s in size]
     if isinstance(size, bool) or not isinstance(size, (int, tuple, list)):
         raise ConfigError(f"size must be an int, a (height, width) tuple or None, got {size!r}")
     if isinstance(size, int):

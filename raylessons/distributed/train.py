@@ -229,7 +229,8 @@ def fit_plan(run: TrainRun, callbacks: list | None = None) -> dict:
             failure_config=ray.train.FailureConfig(max_failures=run.max_failures), callbacks=callbacks,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=run.num_to_keep)))
     try:
-        result = trainer.fit()
+        with _epoch_progress(run_dir, sum(st.epochs for st in stages)):
+            result = trainer.fit()
     except (ray.train.TrainingFailedError, ray.train.WorkerGroupError, ray.train.ControllerError) as e:
         raise RaylessonsError(f"training run {run.name!r} failed: {_root_cause(e)}") from e
     tracked = {c.path for c, _ in (result.best_checkpoints or [])} | {result.checkpoint.path}
@@ -237,6 +238,36 @@ def fit_plan(run: TrainRun, callbacks: list | None = None) -> dict:
         log.info("removed untracked checkpoint %s", d)
     print_run_table(run_dir)
     return _finish(run_dir, dict(result.metrics), result.checkpoint.path)
+
+
+@contextlib.contextmanager
+def _epoch_progress(run_dir: Path, total: int):
+    """On a terminal, a bar over the plan's epochs while Ray Train runs it (from the rows rank 0 appends)."""
+    import sys
+    import threading
+
+    if not sys.stdout.isatty():
+        yield
+        return
+    from tqdm.auto import tqdm
+
+    done = threading.Event()
+
+    def follow(bar) -> None:
+        while not done.wait(1.0):
+            rows = epoch_rows(run_dir)
+            bar.update(len(rows) - bar.n)
+            if rows and isinstance(rows[-1].get("valid_loss"), float):
+                bar.set_postfix(valid_loss=f"{rows[-1]['valid_loss']:.4f}", refresh=False)
+
+    with tqdm(total=total, desc="Ray Train", unit="epoch", leave=False, dynamic_ncols=True) as bar:
+        thread = threading.Thread(target=follow, args=(bar,), daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
 
 
 def epoch_rows(run_dir: str | Path, with_stage: bool = False) -> list[dict]:
