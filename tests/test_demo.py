@@ -65,6 +65,7 @@ def test_smoke_demo_console_has_no_ray_internals(smoke):
     assert "TrainingReport(" not in console
     assert "(raylet)" not in console and "(pid=" not in console  # nothing echoed from Ray's processes
     assert not re.search(r"INFO.*controller", console)
+    assert not re.search(r"^(DEBUG|INFO) \d{4}-\d\d-\d\d", console, re.M)  # Ray's log format, e.g. Serve's start
     assert "\x1b[" not in console  # no colour codes when stdout is not a terminal
     assert "deduplicated" not in console
     assert not re.search(r"^[+|].*\+-{5,}", console, re.M)  # no Tune status tables
@@ -116,3 +117,42 @@ def test_a_learner_prints_one_table_over_its_fits(capsys):
         rec.after_fit(learn)
     lines = capsys.readouterr().out.splitlines()
     assert sum(bool(TABLE_HEADER.match(line)) for line in lines) == 1 and len(lines) == 5
+
+
+@pytest.mark.ray
+def test_raylessons_serve_prints_one_line_and_keeps_ray_off_the_console(smoke, tmp_path):
+    import signal
+    import time
+
+    import httpx
+
+    out, _ = smoke
+    proc = subprocess.Popen([sys.executable, "-m", "raylessons.cli", "serve", "--port", "8198", "--log-dir",
+                             str(tmp_path), "--export", f"planet={out / 'runs' / 'demo-planet' / 'export'}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        first = proc.stdout.readline()  # blocks until start() is done: /healthz answered
+        assert first.startswith("serving ['planet'] at http://127.0.0.1:8198"), first
+        assert httpx.get("http://127.0.0.1:8198/healthz", timeout=30, trust_env=False).status_code == 200
+    finally:
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, rest[-3000:]
+    console = first + rest
+    assert not re.search(r"^(DEBUG|INFO|WARNING) \d{4}-\d\d-\d\d|\(raylet\)|\(pid=|\x1b\[", console, re.M), console
+    assert (tmp_path / "ray.log").is_file() and (tmp_path / "ray-session-logs").is_symlink()
+
+
+@pytest.mark.ray
+def test_smoke_demo_report_renders_in_headless_chromium(smoke, chromium_page):
+    out, _ = smoke
+    page, errors, requests = chromium_page(out / "report.html")
+    widths = page.evaluate("() => Array.from(document.images, i => i.complete ? i.naturalWidth : 0)")
+    page.screenshot(path=str(out / "report-screenshot.png"), full_page=True)
+    assert errors == [] and [u for u in requests if not u.startswith(("file:", "data:"))] == []
+    assert len(widths) == 19 and min(widths) > 0, widths  # every picture of the demo loaded
+    from PIL import Image
+
+    with Image.open(out / "report-screenshot.png") as shot:
+        assert shot.width == 1280 and shot.height > 5000  # the whole report, not a blank or cut page

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -14,10 +13,6 @@ from PIL import Image
 
 from raylessons.report import Report, format_cell
 
-CHROMIUM = Path(os.environ.get("RAYLESSONS_CHROMIUM", "/usr/bin/chromium"))
-REQUIRE_BROWSER = "RAYLESSONS_REQUIRE_BROWSER"  # exported by .ci/run: there a missing browser fails, never skips
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 DATA_URI = re.compile(r'src="data:(image/[a-z]+);base64,([A-Za-z0-9+/=]+)"')
 
 
@@ -163,30 +158,8 @@ def test_format_cell():
         ["0.5", "1e-07", "1.235e+05", "0.6667", "7", "3", "False", "", "s"]
 
 
-# ----- the page in a real headless browser
-def launch_chromium(playwright):
-    """Debian's Chromium driven by Playwright (never `playwright install`: browser downloads are blocked)."""
-    return playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-                                      timeout=30_000)
-
-
-@pytest.fixture
-def sync_playwright():
-    why = None
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        why = "the playwright package is not installed (pip install -e '.[test]')"
-    if why is None and not CHROMIUM.is_file():
-        why = f"no Chromium at {CHROMIUM} (apt-get install -y chromium)"
-    if why and os.environ.get(REQUIRE_BROWSER):
-        pytest.fail(f"{why}; {REQUIRE_BROWSER} is set, so the browser test must run")
-    if why:
-        pytest.skip(why)
-    return sync_playwright
-
-
-def test_the_report_renders_in_headless_chromium(tmp_path, sync_playwright):
+# ----- the page in a real headless browser (conftest's `chromium_page`)
+def test_the_report_renders_in_headless_chromium(tmp_path, chromium_page):
     import numpy as np
 
     from raylessons.recorder import _pyplot, _save
@@ -217,25 +190,15 @@ def test_the_report_renders_in_headless_chromium(tmp_path, sync_playwright):
     page_file = report.write(tmp_path / "report.html")
     shot = tmp_path / "report-screenshot.png"
 
-    with sync_playwright() as p:
-        browser = launch_chromium(p)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            errors, requests = [], []
-            page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
-            page.on("request", lambda r: requests.append(r.url))
-            page.goto(page_file.as_uri(), wait_until="load")
-            loaded = page.evaluate("""() => Array.from(document.images, i => ({
-                complete: i.complete, width: i.naturalWidth, right: i.getBoundingClientRect().right}))""")
-            layout = page.evaluate("""() => ({
-                main: document.querySelector('main').getBoundingClientRect().toJSON(),
-                links: Array.from(document.querySelectorAll('nav a'),
-                                  a => !!document.getElementById(a.getAttribute('href').slice(1))),
-                missing: Array.from(document.querySelectorAll('.missing'), e => e.textContent)})""")
-            page.screenshot(path=str(shot), full_page=True)
-        finally:
-            browser.close()
+    page, errors, requests = chromium_page(page_file)
+    loaded = page.evaluate("""() => Array.from(document.images, i => ({
+        complete: i.complete, width: i.naturalWidth, right: i.getBoundingClientRect().right}))""")
+    layout = page.evaluate("""() => ({
+        main: document.querySelector('main').getBoundingClientRect().toJSON(),
+        links: Array.from(document.querySelectorAll('nav a'),
+                          a => !!document.getElementById(a.getAttribute('href').slice(1))),
+        missing: Array.from(document.querySelectorAll('.missing'), e => e.textContent)})""")
+    page.screenshot(path=str(shot), full_page=True)
 
     assert errors == []
     assert [u for u in requests if not u.startswith(("file:", "data:"))] == []  # nothing fetched from outside

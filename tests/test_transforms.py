@@ -345,3 +345,16 @@ def test_the_lessons_numpy_size_is_taken():
     for size in (np.array([40, 64]) // 2, tuple(np.array([40, 64]) // 2), np.int64(16)):
         x, _ = Pipeline([], size, train=False)(img)
         assert tuple(x.shape[-2:]) == ((20, 32) if np.ndim(size) else (16, 16))
+
+
+def test_a_numpy_size_is_stored_as_ints_by_the_chain(tmp_path):
+    import json
+
+    from raylessons.data.synth import synth
+    from raylessons.tasks import camvid
+
+    src = camvid.build_source(camvid.Config(data=str(synth("camvid", tmp_path, n=6, size=(32, 48), seed=0))))
+    data = src.transform(size=np.array([32, 48]) // 2, tfm_y=True).databunch(bs=2)
+    assert data.size == (16, 24) and json.dumps(data.export_meta()["size"]) == "[16, 24]"  # an export can hold it
+    with pytest.raises(ConfigError, match="size"):
+        src.transform(size=(16, 0))  # at transform, not later at databunch

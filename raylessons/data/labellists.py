@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from .block import ImageList, ItemList
+from .transforms import check_size
 
 __all__ = ["LabelLists"]
 
@@ -55,7 +56,7 @@ class LabelLists:
                               f"labels; allowed: {sorted(allowed) or 'none'}")
         new = copy.copy(self)
         new.tfms = tuple(tfms) if tfms is not None else ([], [])
-        new.size, new.tfm_y, new.tfm_kwargs = size, tfm_y, kwargs
+        new.size, new.tfm_y, new.tfm_kwargs = check_size(size), tfm_y, kwargs
         return new
 
     def databunch(self, bs: int | None = None, val_bs: int | None = None, num_workers: int = 0,

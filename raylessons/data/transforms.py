@@ -28,6 +28,7 @@ from torchvision.transforms.v2 import functional as F
 from raylessons.errors import ConfigError, DataError
 
 __all__ = [
+    "check_size",
     "imagenet_stats", "TargetKind", "get_transforms", "Pipeline", "RandomDihedral", "RandomZoom",
     "JointResize", "points_to_unit", "points_from_unit",
 ]
@@ -192,22 +193,33 @@ def get_transforms(do_flip: bool = True, flip_vert: bool = False, max_rotate: fl
     return train, []
 
 
-def _size_tfms(size: int | tuple[int, int] | None, train: bool) -> list:
+def check_size(size) -> int | tuple[int, int] | None:
+    """`size` as None, a positive int or a (height, width) tuple of positive ints (numpy numbers, as in the
+    lesson's `src_size // 2`, become Python ints); anything else is a ConfigError."""
     if size is None:
-        return []
-    if isinstance(size, np.ndarray) or isinstance(size, np.integer):  # the lesson's `src_size // 2`
+        return None
+    if isinstance(size, (np.ndarray, np.integer)):
         size = size.tolist()
     if isinstance(size, (tuple, list)):
-        size = [s.item() if isinstance(s, np.integer) else s for s in size]
-    if isinstance(size, bool) or not isinstance(size, (int, tuple, list)):
+        size = tuple(s.item() if isinstance(s, np.integer) else s for s in size)
+    if isinstance(size, bool) or not isinstance(size, (int, tuple)):
         raise ConfigError(f"size must be an int, a (height, width) tuple or None, got {size!r}")
     if isinstance(size, int):
         if size <= 0:
             raise ConfigError(f"size must be a positive int, got {size}")
-        return [JointResize(size), v2.RandomCrop(size) if train else v2.CenterCrop(size)]
+        return size
     if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size):
         raise ConfigError(f"a tuple size must be two positive ints (height, width), got {size!r}")
-    return [JointResize((size[0], size[1]))]
+    return size
+
+
+def _size_tfms(size: int | tuple[int, int] | None, train: bool) -> list:
+    size = check_size(size)
+    if size is None:
+        return []
+    if isinstance(size, int):
+        return [JointResize(size), v2.RandomCrop(size) if train else v2.CenterCrop(size)]
+    return [JointResize(size)]
 
 
 class Pipeline:

@@ -67,7 +67,7 @@ def _serve(out: Path, results: dict, port: int, verbose: bool, report) -> None:
     heading("Ray Serve")
     planet, cv, hp, st = (results[k] for k in ("planet", "camvid", "head_pose", "sentiment"))
     base = start({"planet": planet["export"], "camvid": cv["export"], "head_pose": hp["export"],
-                  "sentiment": st["export"]}, port=port,
+                  "sentiment": st["export"]}, port=port, verbose=verbose, log_dir=out,
                  logging_config=None if verbose else {"log_level": "WARNING", "enable_access_log": False})
     print(f"serving on {base}")
     lines = [f"serving on {base}"]

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..tasks import TASKS, get_task
 
-__all__ = ["job_main", "add_train_arguments", "add_task_arguments", "task_config_from_args", "parse_size", "parse_sets", "load_plan", "run_from_args", "init_ray", "quiet_ray_logging", "redirect_output", "LOCAL_SYSTEM_CONFIG"]
+__all__ = ["job_main", "add_train_arguments", "add_task_arguments", "task_config_from_args", "parse_size", "parse_sets", "load_plan", "run_from_args", "init_ray", "ray_verbose", "quiet_ray_logging", "redirect_output", "LOCAL_SYSTEM_CONFIG"]
 
 
 def load_plan(value: str, task: str) -> list:
@@ -129,8 +129,7 @@ def init_ray(verbose: bool | None = None, log_dir: str | Path | None = None, das
 
     if ray.is_initialized():
         return False
-    if verbose is None:
-        verbose = os.environ.get("RAYLESSONS_VERBOSE", "") not in ("", "0")
+    verbose = ray_verbose(verbose)
     if not verbose:
         quiet_ray_logging(log_dir)
         kwargs.setdefault("log_to_driver", False)
@@ -144,6 +143,11 @@ def init_ray(verbose: bool | None = None, log_dir: str | Path | None = None, das
     if not verbose and log_dir is not None:
         _link_session_logs(Path(log_dir))
     return True
+
+
+def ray_verbose(verbose: bool | None = None) -> bool:
+    """`verbose`, or when None whether RAYLESSONS_VERBOSE asks for Ray's console output."""
+    return verbose if verbose is not None else os.environ.get("RAYLESSONS_VERBOSE", "") not in ("", "0")
 
 
 RAY_LOGGERS = ("ray", "ray.train", "ray.tune", "ray.serve", "ray.data")

@@ -35,12 +35,14 @@ def start(exports: dict[str, str], host: str = "127.0.0.1", port: int = 8000, ti
 
     from .app import build_app
 
-    from ..distributed.launch import init_ray
+    from ..distributed.launch import init_ray, quiet_ray_logging, ray_verbose
 
     build_app({"exports": exports, **options})  # bad exports fail here, before Ray starts
     # attach to RAY_ADDRESS, else a private instance ("local": never a stale cluster file of an earlier `ray start`)
     if init_ray(verbose=verbose, log_dir=log_dir, dashboard=False):
         _owns_ray = True
+    if not ray_verbose(verbose):  # importing ray.serve gave its logger a console handler again
+        quiet_ray_logging(log_dir)
     if "replica_cpus" not in options:
         # one replica per model must fit on this machine (4 models on 2 cores: 1/2 CPU each), or Serve waits forever
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
@@ -205,6 +207,8 @@ def serve_forever(exports: dict[str, str], host: str = "127.0.0.1", port: int = 
     try:
         while True:
             time.sleep(3600)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: a normal end
+        print("stopping", flush=True)
     finally:
         signal.signal(signal.SIGTERM, previous)
         with redirect_output(None if verbose or log_dir is None else log_dir / "ray.log"):

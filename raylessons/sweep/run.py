@@ -235,9 +235,10 @@ def run_sweep(cfg: SweepConfig) -> dict:
                                        random_state=cfg.seed, max_concurrent=cfg.max_concurrent)
         tuner = tune.Tuner(
             trainable, param_space=space,
-            # the generator caps concurrency; a finished trial's process runs the next (no new torch import)
+            # the generator caps concurrency. Not reuse_actors: a reused trial's get_trial_dir() (plan.json) stays
+            # the previous trial's in Ray 2.60
             tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=cfg.trials, scheduler=scheduler,
-                                        search_alg=search, reuse_actors=cfg.workers_per_trial == 1),
+                                        search_alg=search),
             run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=cfg.verbose,
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
     grid = tuner.fit()
