@@ -372,60 +372,41 @@ def workflow_result(learn, probe, device, s: dict, finder: dict, extra: list[dic
 
 # ----------------------------------------------------------------------------------------------- part 1: workflows
 
-def wf_planet(device, s, work, out, workers) -> dict:
-    from raylessons.tasks import planet
+def _wf_vision(name: str, kind: str, device, s, work, out, workers, synth_args: dict, cfg_extra: dict,
+               unfrozen_div: tuple[float, float], **result_kw) -> dict:
+    """One image workflow: generate its data, build the task's learner, run the plan, check the round trips."""
+    import importlib
 
+    task = importlib.import_module(f"raylessons.tasks.{name}")
     seed_everything(0)
-    root = synth("planet", work / "data" / "planet", n=s["n"], size=s["image_size"], seed=0)
-    cfg = planet.Config(data=str(root), size=s["size"], bs=s["bs"], arch=s["arch"], num_workers=workers)
-    src = planet.build_source(cfg)
-    data = planet.build_data(cfg, src=src)
-    learn = planet.build_learner(data, cfg, device=device)
+    dataset = "biwi" if name == "head_pose" else name
+    root = synth(dataset, work / "data" / dataset, size=s["image_size"], seed=0, **synth_args)
+    cfg = task.Config(data=str(root), size=s["size"], bs=s["bs"], arch=s["arch"], num_workers=workers, **cfg_extra)
+    src = task.build_source(cfg)
+    data = task.build_data(cfg, src=src)
+    learn = task.build_learner(data, cfg, device=device)
     probe = Probe(learn)
     lr = s["lr"]
-    finder = run_plan(learn, probe, s, out, "planet", [slice(lr), slice(lr / 100, lr / 5)])
+    finder = run_plan(learn, probe, s, out, name, [slice(lr), slice(lr / unfrozen_div[0], lr / unfrozen_div[1])])
     with timing(learn.times, "roundtrip", device):
-        trip = vision_roundtrip(learn, lambda: planet.build_learner(data, cfg, device=device), src.valid.items[0],
-                                "multi_category", device, work, "planet")
-    return workflow_result(learn, probe, device, s, finder, trip)
+        trip = vision_roundtrip(learn, lambda: task.build_learner(data, cfg, device=device), src.valid.items[0],
+                                kind, device, work, name)
+    return workflow_result(learn, probe, device, s, finder, trip, **result_kw)
+
+
+def wf_planet(device, s, work, out, workers) -> dict:
+    return _wf_vision("planet", "multi_category", device, s, work, out, workers, {"n": s["n"]}, {}, (100, 5))
 
 
 def wf_camvid(device, s, work, out, workers) -> dict:
-    from raylessons.tasks import camvid
-
-    seed_everything(0)
-    root = synth("camvid", work / "data" / "camvid", n=s["n"], size=s["image_size"], seed=0)
-    cfg = camvid.Config(data=str(root), size=s["size"], bs=s["bs"], arch=s["arch"], num_workers=workers)
-    src = camvid.build_source(cfg)
-    data = camvid.build_data(cfg, src=src)
-    learn = camvid.build_learner(data, cfg, device=device)
-    probe = Probe(learn)
-    lr = s["lr"]
-    finder = run_plan(learn, probe, s, out, "camvid", [slice(lr), slice(lr / 400, lr / 4)])
-    with timing(learn.times, "roundtrip", device):
-        trip = vision_roundtrip(learn, lambda: camvid.build_learner(data, cfg, device=device), src.valid.items[0],
-                                "segmentation", device, work, "camvid")
-    return workflow_result(learn, probe, device, s, finder, trip)
+    return _wf_vision("camvid", "segmentation", device, s, work, out, workers, {"n": s["n"]}, {}, (400, 4))
 
 
 def wf_head_pose(device, s, work, out, workers) -> dict:
-    from raylessons.tasks import head_pose
-
-    seed_everything(0)
-    root = synth("biwi", work / "data" / "biwi", persons=s["persons"], frames=s["frames"], size=s["image_size"],
-                 seed=0)
-    cfg = head_pose.Config(data=str(root), size=s["size"], bs=s["bs"], arch=s["arch"], num_workers=workers,
-                           ps=0.0, tfms={"max_warp": 0.0, "max_rotate": 0.0})
-    src = head_pose.build_source(cfg)
-    data = head_pose.build_data(cfg, src=src)
-    learn = head_pose.build_learner(data, cfg, device=device)
-    probe = Probe(learn)
-    lr = s["lr"]
-    finder = run_plan(learn, probe, s, out, "head_pose", [slice(lr), slice(lr / 100, lr / 5)])
-    with timing(learn.times, "roundtrip", device):
-        trip = vision_roundtrip(learn, lambda: head_pose.build_learner(data, cfg, device=device),
-                                src.valid.items[0], "points", device, work, "head_pose")
-    return workflow_result(learn, probe, device, s, finder, trip, gate_falling=s["gate_falling"])
+    return _wf_vision("head_pose", "points", device, s, work, out, workers,
+                      {"persons": s["persons"], "frames": s["frames"]},
+                      {"ps": 0.0, "tfms": {"max_warp": 0.0, "max_rotate": 0.0}}, (100, 5),
+                      gate_falling=s["gate_falling"])
 
 
 def lm_answer(learn, text: str):
