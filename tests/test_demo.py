@@ -156,3 +156,22 @@ def test_smoke_demo_report_renders_in_headless_chromium(smoke, chromium_page):
 
     with Image.open(out / "report-screenshot.png") as shot:
         assert shot.width == 1280 and shot.height > 5000  # the whole report, not a blank or cut page
+
+
+def test_a_ray_train_run_shows_an_epoch_bar_on_a_terminal(tmp_path, monkeypatch, capsys):
+    import time
+
+    from raylessons.distributed.train import _epoch_progress
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    with _epoch_progress(tmp_path, total=2):
+        for epoch in range(2):  # what rank 0 appends while the workers train
+            with open(tmp_path / EPOCHS_FILE, "a") as f:
+                f.write(json.dumps({"stage": 0, "epoch": epoch, "train_loss": 1.0, "valid_loss": 0.5, "time": 1.0})
+                        + "\n")
+        time.sleep(1.5)
+    assert "2/2" in capsys.readouterr().err
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    with _epoch_progress(tmp_path, total=2):
+        pass
+    assert capsys.readouterr().err == ""  # no bar when the output is a file or a pipe

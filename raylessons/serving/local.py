@@ -33,9 +33,8 @@ def start(exports: dict[str, str], host: str = "127.0.0.1", port: int = 8000, ti
     import ray
     from ray import serve
 
-    from .app import build_app
-
     from ..distributed.launch import init_ray, quiet_ray_logging, ray_verbose
+    from .app import build_app
 
     build_app({"exports": exports, **options})  # bad exports fail here, before Ray starts
     # attach to RAY_ADDRESS, else a private instance ("local": never a stale cluster file of an earlier `ray start`)
