@@ -125,20 +125,16 @@ def get_preds(self, dl=None, activ: bool = True) -> tuple[torch.Tensor, torch.Te
     return torch.cat(preds).cpu(), torch.cat(targs).cpu()
 
 
-@torch.no_grad()
 def show_results(self, rows: int = 3, path: str | Path = "results.png", ds_type: str = "valid") -> Path:
     """fastai's `learn.show_results`: the first batch of the valid (or train) set with targets and predictions,
     drawn by the label kind (tags, masks, points, texts), written as a PNG."""
-    from .inference import activation
     from .limits import DEFAULT_THRESHOLD
 
     if ds_type not in ("valid", "train"):
         raise ValueError(f"ds_type must be 'valid' or 'train', got {ds_type!r}")
     xb, yb = self.data.one_batch(train=ds_type == "train")
-    self.model.eval()
-    if hasattr(self.model, "reset"):
+    if hasattr(self.model, "reset"):  # an RNN reads the batch from a fresh state
         self.model.reset()
-    x, _ = self.data.to_device(xb, yb, self.device, self.channels_last)
-    preds = activation(self.data.label.kind)(self.model(x).float()).cpu()
-    threshold = getattr(self, "export_extra", {}).get("threshold", DEFAULT_THRESHOLD)
+    preds, _ = self.get_preds([(xb, yb)])
+    threshold = self.export_extra.get("threshold", DEFAULT_THRESHOLD)
     return self.data.show_results(xb, yb, preds, rows, path, threshold)

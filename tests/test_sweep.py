@@ -74,6 +74,8 @@ def test_results_are_written_with_each_trials_plan(sweep):
     finders = json.loads((exp / "finders.json").read_text())
     assert finders["frozen"]["guide"] > 0 and finders["unfrozen"]["lower"] < finders["unfrozen"]["upper"]
     assert finders["unfrozen"]["upper"] == pytest.approx(finders["frozen"]["guide"] / cfg.divisor)
+    # the frozen guide is measured with the body frozen: resnet18's groups keep only BatchNorm and the head
+    assert finders["frozen"]["trainable_counts"] == [20, 20, 8]
     plans = [json.loads(p.read_text()) for p in exp.glob("sweep_trial_*/plan.json")]
     assert len(plans) == 4
     assert {json.dumps(p[0]["max_lr"]) for p in plans} == {'"slice(0.02)"', '"slice(0.01)"', '"slice(1e-07)"',
@@ -116,6 +118,8 @@ def test_errors_before_any_trial(ray_session, planet_dir, tmp_path):
         run_sweep(_cfg(planet_dir, tmp_path, ratios=[]))
     with pytest.raises(ConfigError, match="budget of 3 cannot give each of the 4 stages"):
         run_sweep(_cfg(planet_dir, tmp_path, schedules=["gradual"]))
+    with pytest.raises(ConfigError, match=r"guide_clamp must be \[low, high\]"):
+        run_sweep(_cfg(planet_dir, tmp_path, guide_clamp=[0.1, 0.01]))
     assert not list(tmp_path.iterdir())  # nothing started: no experiment, no finder, no trial
 
 
