@@ -416,7 +416,7 @@ def lm_answer(learn, text: str):
     weights are mapped by token (`pretrained=`), which shifts the softmax of the full vocab slightly."""
     from collections import Counter
 
-    from raylessons.text.tokenize import Tokenizer
+    from raylessons.data.tokenize import Tokenizer
 
     vocab = learn.data.vocab
     counts = Counter(vocab.itos)

@@ -23,7 +23,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from raylessons.data.synth.imdb import make_review  # noqa: E402
-from raylessons.text.tokenize import Tokenizer, default_n_workers, tokenize_texts  # noqa: E402
+from raylessons.data.tokenize import Tokenizer, default_n_workers, tokenize_texts  # noqa: E402
 
 
 def _cpu() -> float:

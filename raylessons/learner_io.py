@@ -101,7 +101,7 @@ def predict(self, item, **kwargs):
     predictor = getattr(self, "_predictor", None)
     if predictor is None or predictor.model is not self.model:
         if self.model_meta.get("kind") == "awd_lstm_clas":
-            from .text.predict import TextPredictor
+            from .text_predict import TextPredictor
 
             predictor = self._predictor = TextPredictor.from_learner(self)
         else:

@@ -27,8 +27,8 @@ from .metrics import accuracy
 from .models.awd_lstm import (AWDLSTMConfig, awd_lstm_clas_split, awd_lstm_lm_split, encoder_state,
                               get_language_model, get_text_classifier, load_encoder_state, load_lm_checkpoint,
                               read_itos)
-from .text.tokenize import Tokenizer
-from .text.vocab import Vocab
+from .data.tokenize import Tokenizer
+from .data.vocab import Vocab
 
 __all__ = ["AWD_LSTM", "RNNLearner", "LanguageLearner", "language_model_learner", "text_classifier_learner",
            "resolve_pretrained", "decode_spec", "SPECIAL_MARKUP"]

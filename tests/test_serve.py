@@ -272,7 +272,7 @@ def test_spatial_routes_reject_bad_requests(client, path, params, status, error,
 @pytest.mark.ray
 def test_client_talks_to_every_route(server, spatial_exports, sentiment_export, tmp_path):
     from raylessons.client import predict_files
-    from raylessons.text.predict import TextPredictor
+    from raylessons.text_predict import TextPredictor
 
     review, latin1 = tmp_path / "0_9.txt", tmp_path / "1_2.txt"
     review.write_text("The acting was great but the plot was dull.", encoding="utf-8")
@@ -292,7 +292,7 @@ def test_client_talks_to_every_route(server, spatial_exports, sentiment_export, 
 
 @pytest.mark.ray
 def test_sentiment_answers_one_text_or_a_list(client, sentiment_export):
-    from raylessons.text.predict import TextPredictor
+    from raylessons.text_predict import TextPredictor
 
     local = TextPredictor.from_export(sentiment_export)
     text = "The acting was great but the plot was dull."

@@ -60,7 +60,7 @@ def test_points_show_the_distance_in_pixels_of_the_shown_image(axes):
 
 def test_text_classifier_results_name_prediction_and_probability():
     from raylessons.data.text_loaders import TextDataset
-    from raylessons.text.vocab import Vocab
+    from raylessons.data.vocab import Vocab
 
     vocab = Vocab(["xxunk", "xxpad", "good", "bad", "film"])
     label = CategoryLabel(["pos", "neg"], ["neg", "pos"])
@@ -73,7 +73,7 @@ def test_text_classifier_results_name_prediction_and_probability():
 
 
 def test_language_model_results_show_the_next_words_and_the_guess():
-    from raylessons.text.vocab import Vocab
+    from raylessons.data.vocab import Vocab
 
     vocab = Vocab(["xxunk", "xxpad", "a", "b", "c", "d"])
     data = TextLMDataBunch.__new__(TextLMDataBunch)

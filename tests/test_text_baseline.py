@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from raylessons.errors import ConfigError
-from raylessons.text.baseline import bag_of_words_accuracy, bag_of_words_features, unigram_accuracy
+from raylessons.text_baseline import bag_of_words_accuracy, bag_of_words_features, unigram_accuracy
 
 V = 50
 

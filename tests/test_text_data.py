@@ -20,8 +20,8 @@ from raylessons.data.text import (TextClasDataBunch, TextDataBunch, TextList, Te
                                   assert_same_vocab, check_vocab, load_data)
 from raylessons.errors import ConfigError, DataError
 from raylessons.metrics import CrossEntropyFlat
-from raylessons.text.tokenize import TEXT_SPEC_TOK, tokenize_texts
-from raylessons.text.vocab import Vocab
+from raylessons.data.tokenize import TEXT_SPEC_TOK, tokenize_texts
+from raylessons.data.vocab import Vocab
 
 BS, BPTT = 4, 20
 

@@ -7,8 +7,8 @@ import logging
 import pytest
 
 from raylessons.errors import ConfigError, DataError
-from raylessons.text import tokenize as tk
-from raylessons.text.tokenize import TEXT_SPEC_TOK, Tokenizer, read_text_file, tokenize_texts
+from raylessons.data import tokenize as tk
+from raylessons.data.tokenize import TEXT_SPEC_TOK, Tokenizer, read_text_file, tokenize_texts
 
 
 @pytest.fixture(scope="module")

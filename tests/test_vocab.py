@@ -6,8 +6,8 @@ import json
 import pytest
 
 from raylessons.errors import DataError
-from raylessons.text.tokenize import TEXT_SPEC_TOK
-from raylessons.text.vocab import Vocab
+from raylessons.data.tokenize import TEXT_SPEC_TOK
+from raylessons.data.vocab import Vocab
 
 
 def test_order_specials_then_frequency_then_first_seen():

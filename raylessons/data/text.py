@@ -21,8 +21,8 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..metrics import CrossEntropyFlat
-from ..text.tokenize import read_text_file, tokenize_texts
-from ..text.vocab import Vocab
+from .tokenize import read_text_file, tokenize_texts
+from .vocab import Vocab
 from .block import ItemList, _column, read_csv
 from .labels import Label
 from .text_loaders import pad_collate
@@ -36,7 +36,7 @@ log = logging.getLogger("raylessons")
 @contextmanager
 def _one_warning_for_bad_bytes():
     """Silence read_text_file's per-file invalid-UTF-8 warnings; the caller reports them once."""
-    logger = logging.getLogger("raylessons.text.tokenize")
+    logger = logging.getLogger("raylessons.data.tokenize")
 
     def keep(record: logging.LogRecord) -> bool:
         return "invalid UTF-8" not in str(record.msg)

@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 from ..errors import ConfigError, DataError
-from ..text.vocab import Vocab
+from .vocab import Vocab
 from . import block as _block  # noqa: F401  (loads labels / labellists in the order they need)
 from .bunch import DeviceBatch, LabelFacts
 from .labels import CategoryLabel, Label

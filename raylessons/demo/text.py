@@ -13,7 +13,7 @@ def demo_sentiment(out: Path, p: dict, report) -> dict:
     from ..data.synth.imdb import synth_corpus
     from ..distributed.pretrain import pretrain_plan
     from ..tasks import imdb_clas, imdb_lm
-    from ..text.baseline import bag_of_words_accuracy, unigram_accuracy
+    from ..text_baseline import bag_of_words_accuracy, unigram_accuracy
 
     moms = imdb_lm.MOMS
     section = report.section("Sentiment: ULMFiT on IMDB")

@@ -342,7 +342,7 @@ class TextModel(_BatchedModel):
     """
 
     def _predictor(self, export: Path) -> Any:
-        from ..text.predict import TextPredictor
+        from ..text_predict import TextPredictor
 
         return TextPredictor.from_export(export)
 

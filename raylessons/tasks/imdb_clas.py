@@ -8,7 +8,7 @@ from ..data.text import TextList
 from ..errors import ConfigError
 from ..learner_io import EXPORT_MODEL, read_export_meta
 from ..models.awd_lstm import load_lm_checkpoint
-from ..text.vocab import Vocab
+from ..data.vocab import Vocab
 from ..text_learner import AWD_LSTM, text_classifier_learner
 
 __all__ = ["Config", "METRIC", "MODE", "SYNC_BN", "build_source", "build_data", "build_learner", "default_plan",

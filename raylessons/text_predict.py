@@ -5,9 +5,9 @@ from pathlib import Path
 
 import torch
 
-from ..errors import DataError
-from .tokenize import Tokenizer
-from .vocab import Vocab
+from .errors import DataError
+from .data.tokenize import Tokenizer
+from .data.vocab import Vocab
 
 __all__ = ["TextPredictor", "MAX_TOKENS"]
 
@@ -37,7 +37,7 @@ class TextPredictor:
     @classmethod
     def from_export(cls, dest: str | Path, device: str | None = None) -> "TextPredictor":
         """Load a classifier export directory (model.pt + meta.json with the itos)."""
-        from ..learner_io import load_learner
+        from .learner_io import load_learner
 
         return cls.from_learner(load_learner(dest, device=device))
 

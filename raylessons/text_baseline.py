@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from .errors import ConfigError
 
 __all__ = ["bag_of_words_accuracy", "bag_of_words_features", "unigram_accuracy", "L2_GRID"]
 
