@@ -1,49 +1,51 @@
-"""Inference shared by `learn.predict`, `load_learner` and the Serve app: preprocess, forward, decode."""
+"""Inference shared by `learn.predict`, `load_learner` and the Serve app: preprocess, forward, decode.
+
+It sits below the Learner: `learn.predict` uses a Predictor, and Serve loads an export straight into one
+(`Predictor.from_export`) without building a training Learner. What the answer means (activation,
+decoding) comes from the export's label kind (`raylessons.data.kinds`).
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from .data.bunch import DeviceBatch
 from .data.imageio import open_image, pil_to_tensor
-from .data.transforms import Pipeline, points_from_unit
+from .data.kinds import label_kind
+from .data.labels import Label
+from .data.transforms import Pipeline
+from .device import default_device
 from .errors import DataError
+from .export_meta import EXPORT_MODEL, read_export_meta
 from .limits import DEFAULT_THRESHOLD
-from .metrics import BCEWithLogitsFlat, CrossEntropyFlat, MSELossFlat
+from .models import build_model
 
-__all__ = ["InferenceData", "Predictor", "activation", "inference_size", "mask_at", "DEFAULT_THRESHOLD"]
-
-
-_LOSSES = {"multi_category": BCEWithLogitsFlat, "category": CrossEntropyFlat,
-           "segmentation": lambda: CrossEntropyFlat(axis=1), "points": MSELossFlat, "float": MSELossFlat,
-           "lm": CrossEntropyFlat}
-
-
-def activation(label_kind: str):
-    """The activation that turns logits into predictions for a label kind (get_preds's rule)."""
-    if label_kind == "multi_category":
-        return torch.sigmoid
-    if label_kind in ("category", "segmentation"):
-        return lambda x: torch.softmax(x, dim=1)
-    return lambda x: x
+__all__ = ["InferenceData", "Predictor", "load_export", "inference_size", "DEFAULT_THRESHOLD"]
 
 
 class InferenceData(DeviceBatch):
-    """The part of a DataBunch that inference needs, rebuilt from export metadata (no data items)."""
+    """The part of a DataBunch that inference needs, rebuilt from export metadata (no data items).
+
+    `label` is the label-kind class (a DataBunch's is a label of that kind): both answer `kind`,
+    `loss_func()`, `activation` and `decode`.
+    """
 
     def __init__(self, meta: dict, path: str | Path = "."):
         self.meta, self.path = meta, Path(path)
         self.size = tuple(meta["size"]) if isinstance(meta.get("size"), list) else meta.get("size")
         norm = meta.get("normalize")
         self.stats = None if norm is None else (tuple(norm["mean"]), tuple(norm["std"]))
-        self.classes, self.kind = meta.get("classes", []), meta["label_kind"]
+        self.classes, self.label = meta.get("classes", []), label_kind(meta["label_kind"])
+
+    @property
+    def kind(self) -> str:
+        return self.label.kind
 
     @property
     def loss_func(self):
-        return _LOSSES[self.kind]()
+        return self.label.loss_func()
 
     @property
     def c(self) -> int:
@@ -53,41 +55,37 @@ class InferenceData(DeviceBatch):
         return {k: v for k, v in self.meta.items() if k not in ("format", "metrics", "exported_at")}
 
 
-_SPATIAL_KINDS = ("segmentation", "points")
-# above this many logits, a mask is upsampled by nearest neighbour from the model's argmax instead of
-# resampling the class scores bilinearly (which costs C floats per output pixel)
-MAX_RESAMPLED_LOGITS = 2**26
+def load_export(dest: str | Path) -> tuple[torch.nn.Module, object, dict]:
+    """(model in eval mode on the CPU, its splitter, meta.json) of an export directory (weights_only loading)."""
+    meta = read_export_meta(dest)
+    model, splitter = build_model(meta["model"])
+    state = torch.load(Path(dest) / EXPORT_MODEL, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return model.eval(), splitter, meta
 
 
-def inference_size(kind: str, size):
+def inference_size(label: type[Label] | Label, size):
     """The input size at inference: spatial answers map back to the posted image, so squish, never crop."""
-    if kind in _SPATIAL_KINDS and isinstance(size, int):
+    if label.spatial and isinstance(size, int):
         return (size, size)
     return tuple(size) if isinstance(size, list) else size
-
-
-def mask_at(probs: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
-    """The class-index mask (H, W) at `size_hw` of class scores (C, h, w) computed on a squished image."""
-    if tuple(probs.shape[-2:]) == tuple(size_hw):
-        return probs.argmax(0)
-    if probs.shape[0] * size_hw[0] * size_hw[1] <= MAX_RESAMPLED_LOGITS:
-        up = F.interpolate(probs[None].float(), size=size_hw, mode="bilinear", align_corners=False)
-        return up[0].argmax(0)
-    idx = probs.argmax(0)[None, None].float()
-    return F.interpolate(idx, size=size_hw, mode="nearest-exact")[0, 0].long()
 
 
 class Predictor:
     """Validation-time preprocessing + batched forward + decoding, for one model."""
 
     def __init__(self, model: torch.nn.Module, data, device: torch.device, threshold: float | None = None):
-        self.model, self.data, self.device = model.eval(), data, device
-        self.kind = data.label.kind if hasattr(data, "label") else data.kind
+        self.model, self.data, self.device = model.eval(), data, torch.device(device)
+        self.label = data.label  # a label of the kind, or the kind's class: both decode
         self.classes = list(data.classes or [])
-        self.size = inference_size(self.kind, data.size)
+        self.size = inference_size(self.label, data.size)
         self.pipeline = Pipeline([], size=self.size, train=False)
         self.threshold = threshold if threshold is not None else \
             getattr(data, "meta", {}).get("threshold", DEFAULT_THRESHOLD)
+
+    @property
+    def kind(self) -> str:
+        return self.label.kind
 
     @classmethod
     def from_learner(cls, learn) -> "Predictor":
@@ -96,11 +94,10 @@ class Predictor:
 
     @classmethod
     def from_export(cls, dest: str | Path, device: str | None = None) -> "Predictor":
-        """Load an export directory for inference."""
-        from .learner_io import load_learner
-
-        learn = load_learner(dest, device=device)
-        return cls(learn.model, learn.data, learn.device)
+        """Load an export directory for inference (no Learner is built)."""
+        model, _, meta = load_export(dest)
+        device = torch.device(device) if device is not None else default_device()
+        return cls(model.to(device), InferenceData(meta, path=dest), device)
 
     def preprocess(self, item) -> torch.Tensor:
         """float (3, h, w) in [0, 1]: exactly the validation transforms of training."""
@@ -124,30 +121,17 @@ class Predictor:
         xb, _ = self.data.to_device(xb, torch.zeros(len(xs)), self.device, self.device.type == "cuda")
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda"):
             out = self.model(xb)
-        return activation(self.kind)(out.float()).cpu()
+        return self.label.activation(out.float()).cpu()
 
     def decode(self, out: torch.Tensor, threshold: float | None = None, size: tuple[int, int] | None = None):
-        """Decode one activated output row into the task's answer (`size`: the input image's (H, W)).
+        """Decode one activated output row into the label kind's answer (`size`: the input image's (H, W)).
 
         multi-label: (tags, bool mask, probs); category: (class, index, probs);
         segmentation: (mask (H, W) of class ids at `size`, names of the classes present, probs (C, h, w));
         points: ((K, 2) (row, col) in pixels of `size`, (K, 2) in [-1, 1], raw output).
         """
-        if self.kind == "multi_category":
-            thresh = self.threshold if threshold is None else threshold
-            mask = out > thresh
-            return [c for c, m in zip(self.classes, mask.tolist()) if m], mask, out
-        if self.kind == "category":
-            idx = int(out.argmax())
-            return self.classes[idx], idx, out
-        if self.kind == "segmentation":
-            mask = mask_at(out, size or tuple(out.shape[-2:]))
-            present = [self.classes[int(i)] for i in torch.unique(mask) if int(i) < len(self.classes)]
-            return mask, present, out
-        if self.kind == "points":
-            unit = out.reshape(-1, 2)
-            return points_from_unit(unit, size or self.size), unit, out
-        return out
+        thresh = self.threshold if threshold is None else threshold
+        return self.label.decode(out, self.classes, thresh, size or self.size)
 
     def predict(self, item, threshold: float | None = None):
         """The decoded answer for one item."""

@@ -11,13 +11,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import learner_io
 from .callbacks import Callback, CancelFitException, LRFinder, OneCycleScheduler
 from .device import default_device
+from .inference import InferenceData, load_export
 from .metrics import metric_name
 from .recorder import Recorder
 from .schedule import DEFAULT_LR, lr_range
 
-__all__ = ["Learner", "AdamW"]
+__all__ = ["Learner", "AdamW", "load_learner"]
 
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.LayerNorm)
 
@@ -244,5 +246,16 @@ class Learner:
         self._scaler = torch.amp.GradScaler("cuda", enabled=False)
         return self
 
-    # ----- persistence and inference live in learner_io.py; attached below
-    from .learner_io import save, load, export, predict, get_preds, show_results  # noqa: E402  (methods)
+    # ----- persistence and inference (learner_io.py)
+    save, load, export, predict = learner_io.save, learner_io.load, learner_io.export, learner_io.predict
+    get_preds, show_results = learner_io.get_preds, learner_io.show_results
+
+
+def load_learner(dest: str | Path, device: str | torch.device | None = None) -> Learner:
+    """A Learner ready for `predict`, rebuilt from an export directory (weights_only loading)."""
+    model, splitter, meta = load_export(dest)
+    data = InferenceData(meta, path=dest)
+    learn = Learner(data, model, loss_func=data.loss_func, splitter=splitter, path=dest, device=device,
+                    model_meta=meta["model"])
+    learn.export_meta = meta
+    return learn

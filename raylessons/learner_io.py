@@ -1,4 +1,5 @@
-"""Saving, loading, exporting and predicting: state dicts and JSON only, nothing pickled."""
+"""The Learner's saving, loading, exporting and predicting (methods, attached in learner.py): state dicts and JSON
+only, nothing pickled."""
 from __future__ import annotations
 
 import datetime as _dt
@@ -8,11 +9,13 @@ from pathlib import Path
 
 import torch
 
-from .export_meta import EXPORT_META, EXPORT_MODEL, read_export_meta  # noqa: F401  (re-exported)
+from .export_meta import EXPORT_META, EXPORT_MODEL, read_export_meta
+from .inference import Predictor
+from .limits import DEFAULT_THRESHOLD
+from .text_predict import TextPredictor
 
-__all__ = ["save", "load", "export", "load_learner", "predict", "get_preds", "show_results", "read_export_meta",
-           "EXPORT_MODEL", "EXPORT_META"]
-
+__all__ = ["save", "load", "export", "predict", "get_preds", "show_results", "read_export_meta", "EXPORT_MODEL",
+           "EXPORT_META"]
 
 
 def _model_file(learn, name: str | Path) -> Path:
@@ -77,32 +80,11 @@ def _last_metrics(learn) -> dict:
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rows[-1].items()}
 
 
-def load_learner(dest: str | Path, device: str | torch.device | None = None):
-    """A Learner ready for `predict`, rebuilt from an export directory (weights_only loading)."""
-    from .inference import InferenceData
-    from .learner import Learner
-    from .models import build_model
-
-    meta = read_export_meta(dest)
-    model, splitter = build_model(meta["model"])
-    state = torch.load(Path(dest) / EXPORT_MODEL, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
-    data = InferenceData(meta, path=dest)
-    learn = Learner(data, model.eval(), loss_func=data.loss_func, splitter=splitter, path=dest,
-                    device=device, model_meta=meta["model"])
-    learn.export_meta = meta
-    return learn
-
-
 def predict(self, item, **kwargs):
     """Predict one item (path, PIL image, uint8 tensor or text): the task's decoded answer."""
-    from .inference import Predictor
-
     predictor = getattr(self, "_predictor", None)
     if predictor is None or predictor.model is not self.model:
         if self.model_meta.get("kind") == "awd_lstm_clas":
-            from .text_predict import TextPredictor
-
             predictor = self._predictor = TextPredictor.from_learner(self)
         else:
             predictor = self._predictor = Predictor.from_learner(self)
@@ -112,15 +94,13 @@ def predict(self, item, **kwargs):
 @torch.no_grad()
 def get_preds(self, dl=None, activ: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(predictions, targets) over a loader (default valid), after the loss's activation."""
-    from .inference import activation
-
     dl = dl if dl is not None else self.data.valid_dl
     self.model.eval()
     preds, targs = [], []
     for xb, yb in dl:
         xb, yb = self.data.to_device(xb, yb, self.device, self.channels_last)
         out = self.model(xb).float()
-        preds.append(activation(self.data.label.kind)(out) if activ else out)
+        preds.append(self.data.label.activation(out) if activ else out)
         targs.append(yb)
     return torch.cat(preds).cpu(), torch.cat(targs).cpu()
 
@@ -128,8 +108,6 @@ def get_preds(self, dl=None, activ: bool = True) -> tuple[torch.Tensor, torch.Te
 def show_results(self, rows: int = 3, path: str | Path = "results.png", ds_type: str = "valid") -> Path:
     """fastai's `learn.show_results`: the first batch of the valid (or train) set with targets and predictions,
     drawn by the label kind (tags, masks, points, texts), written as a PNG."""
-    from .limits import DEFAULT_THRESHOLD
-
     if ds_type not in ("valid", "train"):
         raise ValueError(f"ds_type must be 'valid' or 'train', got {ds_type!r}")
     xb, yb = self.data.one_batch(train=ds_type == "train")

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from .callbacks.core import Callback
+from .plotting import pyplot as _pyplot
+from .plotting import save_figure as _save
 from .schedule import SliceSuggestion, SmoothenValue, suggest_slice, trim_finder_curve
 
 __all__ = ["Recorder", "suggest_lr", "plot_finder", "plot_loss_curves", "print_epoch_table", "table_header",
@@ -219,22 +221,3 @@ def plot_finder(lrs, losses, path: str | Path, *, steepest: float | None = None,
     if steepest is not None or slice_suggestion is not None or marks:
         ax.legend()
     return _save(fig, path)
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path

@@ -21,17 +21,27 @@ from pathlib import Path
 import torch
 
 from .callbacks.rnn import RNNTrainer
+from .data.download import download
+from .data.labels import LMLabel
+from .data.tokenize import Tokenizer
+from .data.vocab import Vocab
 from .errors import ConfigError, DataError
 from .learner import Learner
 from .metrics import accuracy
-from .models.awd_lstm import (AWDLSTMConfig, awd_lstm_clas_split, awd_lstm_lm_split, encoder_state,
-                              get_language_model, get_text_classifier, load_encoder_state, load_lm_checkpoint,
-                              read_itos)
-from .data.tokenize import Tokenizer
-from .data.vocab import Vocab
+from .models.awd_lstm import (
+    AWDLSTMConfig,
+    awd_lstm_clas_split,
+    awd_lstm_lm_split,
+    encoder_state,
+    get_language_model,
+    get_text_classifier,
+    load_encoder_state,
+    load_lm_checkpoint,
+    read_itos,
+)
 
 __all__ = ["AWD_LSTM", "RNNLearner", "LanguageLearner", "language_model_learner", "text_classifier_learner",
-           "resolve_pretrained", "decode_spec", "SPECIAL_MARKUP"]
+           "resolve_pretrained", "decode_spec", "SPECIAL_MARKUP", "is_lm_export"]
 
 AWD_LSTM = "awd_lstm"  # the lesson passes the architecture; AWD-LSTM is the one there is
 SPECIAL_MARKUP = ("xxbos", "xxeos", "xxfld", "xxpad")
@@ -150,13 +160,16 @@ def decode_spec(tokens: list[str]) -> str:
 
 # ----- pretrained weights
 
+def is_lm_export(meta: dict) -> bool:
+    """Whether an export's meta.json is a language model's (language-model labels and the vocab's itos)."""
+    return meta.get("label_kind") == LMLabel.kind and "itos" in meta
+
+
 def resolve_pretrained(pretrained) -> tuple[Path, list[str]] | None:
     """(weights file, its itos) for a `pretrained` argument, or None for random weights."""
     if pretrained is False or pretrained is None:
         return None
     if pretrained is True:
-        from .data.download import download
-
         try:
             folder = download("wt103")
         except Exception as e:  # offline: say what to do instead
@@ -167,7 +180,7 @@ def resolve_pretrained(pretrained) -> tuple[Path, list[str]] | None:
     path = Path(pretrained).expanduser()
     if (path / "meta.json").is_file() and (path / "model.pt").is_file():  # a raylessons export
         meta = json.loads((path / "meta.json").read_text())
-        if meta.get("label_kind") != "lm" or "itos" not in meta:
+        if not is_lm_export(meta):
             raise DataError("this export is not a language model (label_kind 'lm' with an itos)", path)
         return path / "model.pt", list(meta["itos"])
     if path.is_dir():

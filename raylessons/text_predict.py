@@ -5,9 +5,12 @@ from pathlib import Path
 
 import torch
 
-from .errors import DataError
+from .data.labels import CategoryLabel
 from .data.tokenize import Tokenizer
 from .data.vocab import Vocab
+from .device import default_device
+from .errors import DataError
+from .inference import load_export
 
 __all__ = ["TextPredictor", "MAX_TOKENS"]
 
@@ -19,7 +22,8 @@ MAX_TOKENS = 1400
 class TextPredictor:
     """Tokenizer + vocab + classifier: `predict(text)` -> (label, index, probabilities)."""
 
-    kind = "category"
+    label = CategoryLabel  # its answers are a category label's
+    kind = CategoryLabel.kind
 
     def __init__(self, model: torch.nn.Module, itos: list[str], classes: list[str], device: torch.device,
                  max_tokens: int = MAX_TOKENS, pad_idx: int = 1):
@@ -36,10 +40,11 @@ class TextPredictor:
 
     @classmethod
     def from_export(cls, dest: str | Path, device: str | None = None) -> "TextPredictor":
-        """Load a classifier export directory (model.pt + meta.json with the itos)."""
-        from .learner_io import load_learner
-
-        return cls.from_learner(load_learner(dest, device=device))
+        """Load a classifier export directory (model.pt + meta.json with the itos); no Learner is built."""
+        model, _, meta = load_export(dest)
+        device = torch.device(device) if device is not None else default_device()
+        max_len = meta["model"].get("max_len", MAX_TOKENS)
+        return cls(model.to(device), meta["itos"], meta["classes"], device, max_tokens=max_len)
 
     def prepare(self, text: str) -> tuple[torch.Tensor, int]:
         """(token ids, at most max_tokens of them; the number of tokens before truncation)."""
@@ -59,12 +64,11 @@ class TextPredictor:
             xb[i, longest - len(x):] = x
         self.model.reset()
         out = self.model(xb.to(self.device)).float()
-        return torch.softmax(out, dim=-1).cpu()
+        return self.label.activation(out).cpu()  # (B, n_class) probabilities
 
-    def decode(self, row: torch.Tensor) -> tuple[str, int, torch.Tensor]:
+    def decode(self, row: torch.Tensor, threshold: float | None = None, size=None) -> tuple[str, int, torch.Tensor]:
         """(label, index, probabilities) of one softmax row."""
-        idx = int(row.argmax())
-        return self.classes[idx], idx, row
+        return self.label.decode(row, self.classes)
 
     def predict(self, text: str) -> tuple[str, int, torch.Tensor]:
         """The label of one text."""

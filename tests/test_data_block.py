@@ -1,6 +1,5 @@
 """The data-block chain on a generated Planet look-alike: splits, labels, transforms, loaders, bad input."""
 import shutil
-from pathlib import Path
 
 import pandas as pd
 import pytest

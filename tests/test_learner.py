@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from raylessons.callbacks import Callback
-from raylessons.learner_io import load_learner
+from raylessons.learner import load_learner
 from raylessons.schedule import one_cycle_schedule
 from raylessons.tasks import planet
 

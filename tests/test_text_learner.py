@@ -9,7 +9,7 @@ import torch
 
 from raylessons.data.text import TextList
 from raylessons.errors import ConfigError, DataError
-from raylessons.learner_io import load_learner
+from raylessons.learner import load_learner
 from raylessons.text_learner import (AWD_LSTM, decode_spec, language_model_learner, resolve_pretrained,
                                      text_classifier_learner)
 

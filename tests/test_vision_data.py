@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from raylessons.data.biwi import get_ctr
-from raylessons.data.block import PointsItemList, SegmentationItemList
+from raylessons.data.vision import PointsItemList, SegmentationItemList
 from raylessons.data.transforms import RandomDihedral, get_transforms, imagenet_stats
 from raylessons.data.vision import read_codes
 from raylessons.errors import ConfigError, DataError

@@ -1,8 +1,12 @@
-"""The data-block chain: items -> split -> label -> transform -> databunch, with the lesson's names."""
+"""The start of the data-block chain: item lists and their splits (items -> split -> ItemLists).
+
+The chain runs one way: `ItemList.split_*` gives `ItemLists` (labellists.py), whose `label_from_*` gives
+`LabelLists`, whose `transform` and `databunch` give a DataBunch. Item lists of other kinds (vision.py,
+text.py) subclass `ItemList` and say which label kind or bunch follows through class attributes.
+"""
 from __future__ import annotations
 
 import copy
-import csv
 import logging
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -10,10 +14,11 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..errors import ConfigError, DataError
+from ..errors import DataError
+from .labellists import ItemLists
+from .tables import check_on_bad_item, column, flag, read_csv
 
-__all__ = ["ItemList", "ImageList", "ItemLists", "LabelLists", "SegmentationItemList", "PointsItemList",
-           "IMAGE_EXTENSIONS"]
+__all__ = ["ItemList", "ImageList", "IMAGE_EXTENSIONS"]
 
 log = logging.getLogger("raylessons")
 
@@ -24,10 +29,12 @@ class ItemList:
     """A list of items (file paths) rooted at `path`; the start of every chain."""
 
     _label_cls = None  # the label kind `label_from_func` makes by default (None: inferred from the values)
+    _lm_label_cls = None  # the label kind `label_for_lm` makes (text item lists only)
+    _bunch_cls = None  # the bunch `databunch` builds (None: DataBunch)
 
     def __init__(self, items: Sequence, path: str | Path = ".", df: pd.DataFrame | None = None,
                  on_bad_item: str = "raise"):
-        _check_on_bad_item(on_bad_item)
+        check_on_bad_item(on_bad_item)
         self.items, self.path, self.df, self.on_bad_item = list(items), Path(path), df, on_bad_item
         self.rows = list(range(len(self.items)))  # positions in the source table, for error messages
         self.where: str = str(path)
@@ -71,7 +78,7 @@ class ItemList:
                 suffix: str = "", where: str | Path = "dataframe", **kwargs) -> "ItemList":
         """Items named by column `cols` of `df`, as `path/folder/<name><suffix>`."""
         path = Path(path)
-        col = _column(df, cols, where)
+        col = column(df, cols, where)
         names = df[col]
         bad = names.isna() | (names.astype(str).str.strip() == "")
         if bad.any():
@@ -147,9 +154,9 @@ class ItemList:
         """Items whose cell in column `col` of the source table is true validate (the `is_valid` column)."""
         if self.df is None:
             raise DataError("split_from_df needs items created from a CSV or dataframe", self.path)
-        name = _column(self.df, col, self.where)
+        name = column(self.df, col, self.where)
         return self.split_by_idx([i for i, v in enumerate(self.df[name])
-                                  if _flag(v, f"{self.where}:row {self.rows[i] + 2}")])
+                                  if flag(v, f"{self.where}:row {self.rows[i] + 2}")])
 
     def split_by_files(self, valid_names: Iterable[str]) -> "ItemLists":
         """Items whose file name is in `valid_names` validate."""
@@ -193,68 +200,3 @@ class ItemList:
 
 class ImageList(ItemList):
     """Items that are image files."""
-
-
-def read_csv(csv_path: Path, header: str | int | None = "infer", delimiter: str = ",",
-             on_bad_item: str = "raise") -> pd.DataFrame:
-    """A CSV as strings (nothing turned into NaN); missing, unparsable or empty files raise DataError naming it.
-
-    A row with more fields than the header (an unknown column layout) raises DataError naming the file and
-    line, or with `on_bad_item="skip"` is dropped and logged.
-    """
-    def skip(fields: list[str]) -> None:
-        log.warning("skipping a row of %s (on_bad_item='skip'): %d fields where the header has %d: %s",
-                    csv_path, len(fields), n_header, fields)
-        return None
-
-    _check_on_bad_item(on_bad_item)
-    n_header = 0
-    options = {}
-    if on_bad_item == "skip":
-        try:
-            with open(csv_path, newline="") as f:
-                n_header = len(next(csv.reader(f, delimiter=delimiter), []))
-        except (OSError, UnicodeDecodeError, csv.Error):
-            pass  # pandas reports it below
-        options = dict(on_bad_lines=skip, engine="python")
-    try:
-        df = pd.read_csv(csv_path, header=header, delimiter=delimiter, dtype=str, keep_default_na=False, **options)
-    except FileNotFoundError:
-        raise DataError("CSV file not found", csv_path) from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot parse CSV: {e}", csv_path) from None
-    if df.empty:
-        raise DataError("CSV file has no rows", csv_path)
-    return df
-
-
-def _check_on_bad_item(on_bad_item: str) -> None:
-    if on_bad_item not in ("raise", "skip"):
-        raise ConfigError(f"on_bad_item must be 'raise' or 'skip', not {on_bad_item!r}")
-
-
-def _column(df: pd.DataFrame, col, where) -> str:
-    """Resolve a column given by position or name; a missing one raises DataError naming the file."""
-    if isinstance(col, int):
-        if col >= len(df.columns):
-            raise DataError(f"expected at least {col + 1} columns, found {list(df.columns)}", where)
-        return df.columns[col]
-    if col not in df.columns:
-        raise DataError(f"missing column {col!r}; the columns are {list(df.columns)}", where)
-    return col
-
-
-def _flag(value, where: str) -> bool:
-    """A boolean cell (True/False, 1/0, yes/no); anything else raises DataError naming the row."""
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes"):
-        return True
-    if text in ("false", "0", "no"):
-        return False
-    raise DataError(f"expected a boolean cell, got {value!r}", where)
-
-
-from .labels import ItemLists, LabelLists  # noqa: E402  (the chain continues there)
-from .vision import PointsItemList, SegmentationItemList  # noqa: E402,F401  (registers the spatial label kinds)

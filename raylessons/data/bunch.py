@@ -6,9 +6,11 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data.distributed import DistributedSampler
 
 from ..errors import DataError
 from .imageio import open_image
+from .show import show_batch, show_results
 from .transforms import Pipeline, imagenet_stats
 
 __all__ = ["LabelFacts", "DataBunch", "DeviceBatch", "LabelledDataset", "ShardSampler"]
@@ -52,7 +54,7 @@ class LabelledDataset(Dataset):
         if self.label is None:
             xt, _ = self.pipeline(x)
             return xt, torch.zeros(0)
-        if self.label.target_kind == "none":
+        if not self.label.spatial:
             xt, _ = self.pipeline(x)
             return xt, self.label.target(i)
         xt, yt = self.pipeline(x, self.label.pipeline_target(i, tuple(x.shape[-2:])))
@@ -172,8 +174,6 @@ class DataBunch(LabelFacts, DeviceBatch):
 
     def distributed(self, rank: int, world_size: int, seed: int = 0) -> "DataBunch":
         """Shard for DDP: train by a shuffling DistributedSampler, valid by contiguous-free striding."""
-        from torch.utils.data.distributed import DistributedSampler
-
         self.rank, self.world_size = rank, world_size
         if world_size > 1:
             train_sampler = DistributedSampler(self.train_ds, world_size, rank, shuffle=True, seed=seed,
@@ -203,14 +203,10 @@ class DataBunch(LabelFacts, DeviceBatch):
 
     def show_batch(self, rows: int = 3, path: str | Path = "batch.png", train: bool = True) -> Path:
         """A grid of rows×rows items with their labels as titles, written as a PNG."""
-        from .show import show_batch
-
         return show_batch(self, rows, Path(path), train)
 
     def show_results(self, xb, yb, preds, rows: int, path: str | Path, threshold: float) -> Path:
         """Draw a batch's items with their targets and `preds` (activated model outputs) as a PNG."""
-        from .show import show_results
-
         return show_results(self, xb, yb, preds, rows, Path(path), threshold)
 
     def __repr__(self) -> str:

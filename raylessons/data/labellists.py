@@ -1,14 +1,87 @@
-"""Labelled train/valid lists: the chain's `transform` and `databunch` steps."""
+"""The chain after the split: `label_from_*` (ItemLists -> LabelLists), then `transform` and `databunch`."""
 from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Callable
 
-from ..errors import ConfigError
-from .block import ImageList, ItemList
+import pandas as pd
+
+from ..errors import ConfigError, DataError
+from .bunch import DataBunch
+from .kinds import LABEL_KINDS, label_kind
+from .labels import CategoryLabel, FloatLabel, Label, MultiCategoryLabel
+from .tables import column
 from .transforms import check_size
 
-__all__ = ["LabelLists"]
+__all__ = ["ItemLists", "LabelLists"]
+
+
+class ItemLists:
+    """A train and a valid item list produced by a split, waiting for labels."""
+
+    def __init__(self, path: Path, train, valid):
+        self.path, self.train, self.valid = Path(path), train, valid
+        self.test = None
+
+    def __repr__(self) -> str:
+        return f"ItemLists(train={len(self.train)}, valid={len(self.valid)})"
+
+    def label_from_df(self, cols=1, label_delim: str | None = None, classes: list | None = None) -> "LabelLists":
+        """Labels from column `cols` of the items' dataframe; `label_delim` splits multi-label cells."""
+        raws = []
+        for part in (self.train, self.valid):
+            if part.df is None:
+                raise DataError("label_from_df needs items created from a CSV or dataframe", self.path)
+            col = column(part.df, cols, part.where)
+            raws.append([_parse_cell(v, label_delim, part, i) for i, v in enumerate(part.df[col])])
+        return self._labelled(MultiCategoryLabel if label_delim is not None else CategoryLabel, raws, classes)
+
+    def label_from_func(self, func: Callable, classes: list | None = None, label_cls=None) -> "LabelLists":
+        """Labels computed from each item by `func`; the kind follows the item list, the results or `label_cls`."""
+        raws = [[func(o) for o in part.items] for part in (self.train, self.valid)]
+        if label_cls is None:
+            label_cls = getattr(self.train, "_label_cls", None) or _infer_label_cls(raws[0] or raws[1])
+        elif isinstance(label_cls, str):
+            label_cls = label_kind(label_cls)
+        return self._labelled(label_cls, raws, classes)
+
+    def label_from_folder(self, classes: list | None = None) -> "LabelLists":
+        """Each item's label is the name of its parent folder."""
+        return self.label_from_func(lambda o: Path(o).parent.name, classes=classes, label_cls=CategoryLabel)
+
+    def label_for_lm(self) -> "LabelLists":
+        """Language-model labels: every token's target is the next token (text item lists only)."""
+        label_cls = getattr(self.train, "_lm_label_cls", None)
+        if label_cls is None:
+            raise ConfigError(f"label_for_lm needs TextList items, got {type(self.train).__name__}")
+        return self._labelled(label_cls, [[], []], None)
+
+    def _labelled(self, cls: type[Label], raws, classes) -> "LabelLists":
+        mode = getattr(self.train, "on_bad_item", "raise")
+        train, valid = cls.pair(raws, classes, (self.train.items, self.valid.items), mode, self.path)
+        return LabelLists(self, train, valid)
+
+
+def _parse_cell(value, delim, part, i) -> list[str] | str:
+    where = f"{part.where}:row {part.rows[i] + 2}"
+    if value is None or (isinstance(value, float) and pd.isna(value)) or str(value).strip() == "":
+        name = Path(part.items[i]).name if i < len(part.items) else "?"
+        raise DataError(f"empty label cell for {name}", where)
+    value = str(value)
+    return [t for t in value.split(delim) if t] if delim is not None else value
+
+
+def _infer_label_cls(sample: list) -> type[Label]:
+    first = sample[0] if sample else None
+    if isinstance(first, (list, tuple)) and all(isinstance(t, str) for t in first):
+        return MultiCategoryLabel
+    if isinstance(first, str):
+        return CategoryLabel
+    if isinstance(first, Path):
+        raise ConfigError("label_from_func returned file paths; pass label_cls= one of "
+                          f"{sorted(LABEL_KINDS)} (paths are not labels of those kinds)")
+    return FloatLabel
 
 
 class LabelLists:
@@ -31,12 +104,12 @@ class LabelLists:
 
     def add_test_folder(self, test_folder: str = "test", label=None) -> "LabelLists":
         """Unlabelled test items from `path/test_folder`."""
-        self.test = ImageList.from_folder(self.path / test_folder)
+        self.test = type(self.train).from_folder(self.path / test_folder)
         return self
 
     def add_test(self, items) -> "LabelLists":
         """Unlabelled test items from an iterable of paths."""
-        self.test = ItemList(list(items), path=self.path)
+        self.test = type(self.train)(list(items), path=self.path)
         return self
 
     def transform(self, tfms=None, size=None, tfm_y: bool | None = None, **kwargs) -> "LabelLists":
@@ -46,7 +119,7 @@ class LabelLists:
         `tfm_y=False` on them is an error, since the targets would silently stop matching the images.
         Extra keywords go to the pipeline: `mask_fill` (masks; default Void), `remove_out` (points).
         """
-        if tfm_y is False and self.train_label.target_kind != "none":
+        if tfm_y is False and self.train_label.spatial:
             raise ConfigError(f"{self.train_label.kind} targets must be transformed with their images; "
                               "drop tfm_y=False (or pass tfm_y=True)")
         allowed = self.train_label.pipeline_options
@@ -62,8 +135,6 @@ class LabelLists:
     def databunch(self, bs: int | None = None, val_bs: int | None = None, num_workers: int = 0,
                   path: str | Path | None = None, **kwargs):
         """DataLoaders over these lists (train shuffled with drop_last, valid in order; bs 64 for images)."""
-        from .bunch import DataBunch
-
         # item lists with their own bunch kind (text) build it, with that kind's default bs
         bunch_cls = getattr(self.train, "_bunch_cls", None) or DataBunch
         if bunch_cls is DataBunch and bs is None:

@@ -1,28 +1,40 @@
-"""Labelling a split item list: the label kinds and the chain's `label_from_*` steps."""
+"""The label kinds: one class per kind of target, carrying everything that depends on the kind.
+
+A kind says how its targets are encoded (`target`), which loss trains them (`loss_func`), how logits
+become predictions (`activation`) and answers (`decode`), what the HTTP app returns (`answer`), and how a
+target is titled and a prediction drawn (`title`, `show_result`). Inference, serving and plotting look the
+kind up by name (`raylessons.data.kinds.label_kind`) instead of switching on it.
+"""
 from __future__ import annotations
 
 import copy
-from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
-import pandas as pd
 import torch
 
-from ..errors import ConfigError, DataError
+from ..errors import DataError
 from ..metrics import BCEWithLogitsFlat, CrossEntropyFlat, MSELossFlat
 from .show import show_image, verdict_title
 
-__all__ = ["ItemLists", "LabelLists", "Label", "MultiCategoryLabel", "CategoryLabel"]
+__all__ = ["Label", "MultiCategoryLabel", "CategoryLabel", "FloatLabel", "LMLabel"]
 
 
 class Label:
-    """How targets of one kind are encoded, which loss suits them and how predictions decode."""
+    """Targets of one kind: their encoding, loss, activation, decoding, HTTP answer and drawing."""
 
     kind = "none"
     target_kind = "none"  # what the joint transform pipeline must move with the image
+    spatial = False  # whether targets move with the image (masks, points): answers are in the image's pixels
+    served = False  # whether the HTTP app has an `answer` for this kind
 
     def __init__(self, raw: Sequence, classes: list | None = None):
         self.raw, self.classes = list(raw), classes
+
+    @classmethod
+    def pair(cls, raws: tuple[list, list], classes, items: tuple[list, list], on_bad_item: str,
+             where) -> tuple["Label", "Label"]:
+        """The train and valid labels of this kind from raw values (`items`: the split's items)."""
+        return cls(raws[0], classes), cls(raws[1], classes)
 
     @property
     def c(self) -> int:
@@ -45,15 +57,41 @@ class Label:
         """The training target from a transformed spatial target (spatial label kinds override this)."""
         raise NotImplementedError(f"{type(self).__name__} has no spatial target")
 
-    def loss_func(self):
-        raise NotImplementedError
-
     def subset(self, raw) -> "Label":
         new = copy.copy(self)
         new.raw = list(raw)
         return new
 
-    # ----- show_results: how one item's target and prediction are drawn (PNG grids of `learn.show_results`)
+    def export_meta(self) -> dict:
+        """Kind-specific facts an export keeps (beyond kind, classes, size and normalization)."""
+        return {}
+
+    # ----- training and inference: the same for every label of the kind, so class methods
+    @classmethod
+    def loss_func(cls):
+        """The loss that trains this kind (fastai's flattened losses)."""
+        return MSELossFlat()
+
+    @staticmethod
+    def activation(out: torch.Tensor) -> torch.Tensor:
+        """Logits (B, ...) -> predictions (get_preds's rule): identity unless the kind says otherwise."""
+        return out
+
+    @classmethod
+    def decode(cls, out: torch.Tensor, classes: list, threshold: float, size):
+        """One activated output row -> the kind's decoded answer (`size`: the input image's (H, W))."""
+        return out
+
+    @classmethod
+    def answer(cls, predictor, row: torch.Tensor, size, **query):
+        """The JSON-able HTTP answer of one activated row (served kinds only)."""
+        raise NotImplementedError(f"label kind {cls.kind!r} has no HTTP answer")
+
+    # ----- show_batch / show_results
+    def title(self, y: torch.Tensor) -> str:
+        """A short human title for one target (show_batch)."""
+        return ""
+
     result_panels = 1  # matplotlib axes per item
 
     def show_result(self, axs, x: torch.Tensor, y: torch.Tensor, pred: torch.Tensor, threshold: float) -> None:
@@ -62,22 +100,62 @@ class Label:
         axs[0].set_title(f"pred {pred.flatten().tolist()}\ntrue {y.flatten().tolist()}", fontsize=8)
 
 
-class MultiCategoryLabel(Label):
-    """Several tags per item: multi-hot float targets, BCE-with-logits loss."""
+class _ClassLabel(Label):
+    """Labels naming classes: the classes are those found in the data, or checked against the given ones."""
 
-    kind = "multi_category"
+    multi = False  # several classes per item
 
-    def __init__(self, raw: Sequence[list[str]], classes: list[str]):
+    def __init__(self, raw: Sequence, classes: list[str]):
         super().__init__(raw, classes)
         self.c2i = {c: i for i, c in enumerate(classes)}
+
+    @classmethod
+    def pair(cls, raws, classes, items, on_bad_item, where) -> tuple["Label", "Label"]:
+        found = sorted({t for raw in raws for r in raw for t in (r if cls.multi else [r])})
+        if classes is None:
+            classes = found
+        else:
+            unknown = sorted(set(found) - set(classes))
+            if unknown:
+                raise DataError(f"labels {unknown} are not in the given classes {list(classes)}", where)
+        return cls(raws[0], list(classes)), cls(raws[1], list(classes))
+
+
+class MultiCategoryLabel(_ClassLabel):
+    """Several tags per item: multi-hot float targets, BCE-with-logits loss, sigmoid, a threshold."""
+
+    kind = "multi_category"
+    multi = True
+    served = True
 
     def target(self, i: int, out_size=None) -> torch.Tensor:
         y = torch.zeros(len(self.classes), dtype=torch.float32)
         y[[self.c2i[t] for t in self.raw[i]]] = 1.0
         return y
 
-    def loss_func(self):
+    @classmethod
+    def loss_func(cls):
         return BCEWithLogitsFlat()
+
+    @staticmethod
+    def activation(out: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(out)
+
+    @classmethod
+    def decode(cls, out, classes, threshold, size=None) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+        """(tags above `threshold`, their bool mask, the probabilities)."""
+        mask = out > threshold
+        return [c for c, m in zip(classes, mask.tolist()) if m], mask, out
+
+    @classmethod
+    def answer(cls, predictor, row, size, threshold: float | None = None) -> dict:
+        """`{"tags": [...], "probs": {tag: p}, "threshold": t}` of one sigmoid row."""
+        thresh = predictor.threshold if threshold is None else threshold
+        tags, _, probs = predictor.decode(row, thresh)
+        return {"tags": tags, "probs": dict(zip(predictor.classes, probs.tolist())), "threshold": thresh}
+
+    def title(self, y: torch.Tensor) -> str:
+        return ";".join(self.classes[i] for i in torch.nonzero(y > 0.5).flatten().tolist())
 
     def show_result(self, axs, x, y, pred, threshold: float) -> None:
         """The image titled with the tags predicted above `threshold` and the true tags."""
@@ -86,20 +164,37 @@ class MultiCategoryLabel(Label):
         verdict_title(axs[0], tags(pred > threshold), tags(y > 0.5))
 
 
-class CategoryLabel(Label):
-    """One class per item: an index target, cross-entropy loss."""
+class CategoryLabel(_ClassLabel):
+    """One class per item: an index target, cross-entropy loss, softmax."""
 
     kind = "category"
-
-    def __init__(self, raw: Sequence[str], classes: list[str]):
-        super().__init__(raw, classes)
-        self.c2i = {c: i for i, c in enumerate(classes)}
+    served = True
 
     def target(self, i: int, out_size=None) -> torch.Tensor:
         return torch.tensor(self.c2i[self.raw[i]], dtype=torch.long)
 
-    def loss_func(self):
+    @classmethod
+    def loss_func(cls):
         return CrossEntropyFlat()
+
+    @staticmethod
+    def activation(out: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(out, dim=1)
+
+    @classmethod
+    def decode(cls, out, classes, threshold=None, size=None) -> tuple[str, int, torch.Tensor]:
+        """(the class, its index, the probabilities)."""
+        idx = int(out.argmax())
+        return classes[idx], idx, out
+
+    @classmethod
+    def answer(cls, predictor, row, size=None) -> dict:
+        """`{"label": class, "probs": {class: p}}` of one softmax row."""
+        label, _, probs = predictor.decode(row)
+        return {"label": label, "probs": dict(zip(predictor.classes, probs.tolist()))}
+
+    def title(self, y: torch.Tensor) -> str:
+        return str(self.classes[int(y)])
 
     def show_result(self, axs, x, y, pred, threshold: float) -> None:
         """The image titled with the predicted class (and its probability) and the true class."""
@@ -117,99 +212,28 @@ class FloatLabel(Label):
     def target(self, i: int, out_size=None) -> torch.Tensor:
         return torch.as_tensor(self.raw[i], dtype=torch.float32)
 
-    def loss_func(self):
-        return MSELossFlat()
 
+class LMLabel(Label):
+    """Language-model targets: every token's target is the next one; cross-entropy over (B·T, vocab)."""
 
-LABEL_KINDS: dict[str, type[Label]] = {
-    "multi_category": MultiCategoryLabel, "category": CategoryLabel, "float": FloatLabel,
-}
+    kind = "lm"
 
+    def __init__(self, n: int, vocab=None):
+        super().__init__([0] * n, None)  # fastai's LM items carry a dummy label too
+        self.vocab = vocab
 
-class ItemLists:
-    """A train and a valid item list produced by a split, waiting for labels."""
+    @classmethod
+    def pair(cls, raws, classes, items, on_bad_item, where) -> tuple["Label", "Label"]:
+        return cls(len(items[0])), cls(len(items[1]))
 
-    def __init__(self, path: Path, train, valid):
-        self.path, self.train, self.valid = Path(path), train, valid
-        self.test = None
+    @property
+    def c(self) -> int:
+        return len(self.vocab) if self.vocab is not None else 1
 
-    def __repr__(self) -> str:
-        return f"ItemLists(train={len(self.train)}, valid={len(self.valid)})"
+    def target(self, i: int, out_size=None) -> torch.Tensor:
+        return torch.tensor(0)
 
-    def label_from_df(self, cols=1, label_delim: str | None = None, classes: list | None = None) -> "LabelLists":
-        """Labels from column `cols` of the items' dataframe; `label_delim` splits multi-label cells."""
-        from .block import _column
+    @classmethod
+    def loss_func(cls):
+        return CrossEntropyFlat()
 
-        raws = []
-        for part in (self.train, self.valid):
-            if part.df is None:
-                raise DataError("label_from_df needs items created from a CSV or dataframe", self.path)
-            col = _column(part.df, cols, part.where)
-            raws.append([_parse_cell(v, label_delim, part, i) for i, v in enumerate(part.df[col])])
-        if label_delim is not None:
-            return self._labelled(MultiCategoryLabel, raws, classes, multi=True)
-        return self._labelled(CategoryLabel, raws, classes, multi=False)
-
-    def label_from_func(self, func: Callable, classes: list | None = None, label_cls=None) -> "LabelLists":
-        """Labels computed from each item by `func`; the kind follows the results (or `label_cls`)."""
-        raws = [[func(o) for o in part.items] for part in (self.train, self.valid)]
-        if label_cls is None:
-            label_cls = getattr(self.train, "_label_cls", None) or _infer_label_cls(raws[0] or raws[1], classes)
-        elif isinstance(label_cls, str):
-            if label_cls not in LABEL_KINDS:
-                raise ConfigError(f"unknown label kind {label_cls!r}; choose one of {sorted(LABEL_KINDS)}")
-            label_cls = LABEL_KINDS[label_cls]
-        multi = label_cls is MultiCategoryLabel
-        if label_cls in (MultiCategoryLabel, CategoryLabel):
-            return self._labelled(label_cls, raws, classes, multi=multi)
-        if label_cls.target_kind != "none":  # spatial labels check their files/values against the items
-            mode = getattr(self.train, "on_bad_item", "raise")
-            return LabelLists(self, label_cls(raws[0], classes, items=self.train.items, on_bad_item=mode),
-                              label_cls(raws[1], classes, items=self.valid.items, on_bad_item=mode))
-        return LabelLists(self, label_cls(raws[0], classes), label_cls(raws[1], classes))
-
-    def label_from_folder(self, classes: list | None = None) -> "LabelLists":
-        """Each item's label is the name of its parent folder."""
-        return self.label_from_func(lambda o: Path(o).parent.name, classes=classes, label_cls=CategoryLabel)
-
-    def label_for_lm(self) -> "LabelLists":
-        """Language-model labels: every token's target is the next token (text item lists only)."""
-        from .text import LMLabel, TextList
-
-        if not isinstance(self.train, TextList):
-            raise ConfigError(f"label_for_lm needs TextList items, got {type(self.train).__name__}")
-        return LabelLists(self, LMLabel(len(self.train)), LMLabel(len(self.valid)))
-
-    def _labelled(self, cls, raws, classes, multi: bool) -> "LabelLists":
-        found = sorted({t for raw in raws for r in raw for t in (r if multi else [r])})
-        if classes is None:
-            classes = found
-        else:
-            unknown = sorted(set(found) - set(classes))
-            if unknown:
-                raise DataError(f"labels {unknown} are not in the given classes {list(classes)}", self.path)
-        return LabelLists(self, cls(raws[0], list(classes)), cls(raws[1], list(classes)))
-
-
-def _parse_cell(value, delim, part, i) -> list[str] | str:
-    where = f"{part.where}:row {part.rows[i] + 2}"
-    if value is None or (isinstance(value, float) and pd.isna(value)) or str(value).strip() == "":
-        name = Path(part.items[i]).name if i < len(part.items) else "?"
-        raise DataError(f"empty label cell for {name}", where)
-    value = str(value)
-    return [t for t in value.split(delim) if t] if delim is not None else value
-
-
-def _infer_label_cls(sample: list, classes) -> type[Label]:
-    first = sample[0] if sample else None
-    if isinstance(first, (list, tuple)) and all(isinstance(t, str) for t in first):
-        return MultiCategoryLabel
-    if isinstance(first, str):
-        return CategoryLabel
-    if isinstance(first, Path):
-        raise ConfigError("label_from_func returned file paths; pass label_cls= one of "
-                          f"{sorted(LABEL_KINDS)} (paths are not labels of those kinds)")
-    return FloatLabel
-
-
-from .labellists import LabelLists  # noqa: E402

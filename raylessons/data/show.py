@@ -2,20 +2,14 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import torch
 
-__all__ = ["show_batch", "show_results", "show_table", "label_title", "show_image", "verdict_title"]
+from ..plotting import pyplot, save_figure
 
-
-def label_title(label, y: torch.Tensor) -> str:
-    """A short human title for one target."""
-    if label.kind == "multi_category":
-        return ";".join(label.classes[i] for i in torch.nonzero(y > 0.5).flatten().tolist())
-    if label.kind == "category":
-        return str(label.classes[int(y)])
-    return ""
+__all__ = ["show_batch", "show_results", "show_table", "show_image", "verdict_title"]
 
 
 def show_image(ax, x: torch.Tensor) -> None:
@@ -26,17 +20,13 @@ def show_image(ax, x: torch.Tensor) -> None:
 
 def verdict_title(ax, pred: str, true: str, width: int = 34) -> None:
     """'pred … / true …' as the title of `ax` (wrapped at `width` characters), green when they agree, else red."""
-    import textwrap
-
     lines = textwrap.wrap(f"pred {pred}", width) + textwrap.wrap(f"true {true}", width)
     ax.set_title("\n".join(lines), fontsize=8, color="tab:green" if pred == true else "tab:red")
 
 
 def show_batch(data, rows: int, path: Path, train: bool = True) -> Path:
     """Draw rows×rows items of a batch; label-specific overlays come from the label's `show`."""
-    from ..recorder import _pyplot, _save
-
-    plt = _pyplot()
+    plt = pyplot()
     xb, yb = data.one_batch(train=train)
     n = min(rows * rows, len(xb))
     cols = rows
@@ -50,8 +40,8 @@ def show_batch(data, rows: int, path: Path, train: bool = True) -> Path:
         show = getattr(data.label, "show", None)
         if show is not None:
             show(ax, yb[i], xb[i].shape[-2:])
-        ax.set_title(label_title(data.label, yb[i]), fontsize=8)
-    return _save(fig, path)
+        ax.set_title(data.label.title(yb[i]), fontsize=8)
+    return save_figure(fig, path)
 
 
 def show_results(data, xb: torch.Tensor, yb: torch.Tensor, preds: torch.Tensor, rows: int, path: Path,
@@ -61,9 +51,7 @@ def show_results(data, xb: torch.Tensor, yb: torch.Tensor, preds: torch.Tensor, 
     One panel per item (tags, points): a rows×rows grid; several panels per item (segmentation: image, true mask,
     predicted mask): one item per row, `rows` rows.
     """
-    from ..recorder import _pyplot, _save
-
-    plt = _pyplot()
+    plt = pyplot()
     label = data.label
     panels = label.result_panels
     n = min(rows * rows if panels == 1 else rows, len(xb))
@@ -76,17 +64,13 @@ def show_results(data, xb: torch.Tensor, yb: torch.Tensor, preds: torch.Tensor, 
     for i, cell in zip(range(n), cells):
         label.show_result(list(cell) if panels > 1 else [cell], xb[i], yb[i], preds[i], threshold)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def show_table(table, path: Path, line_chars: int = 130) -> Path:
     """A DataFrame drawn as a PNG table (text results): short columns keep their width, long ones share the rest
     of `line_chars` characters and wrap."""
-    import textwrap
-
-    from ..recorder import _pyplot, _save
-
-    plt = _pyplot()
+    plt = pyplot()
     rows = [[str(v) for v in row] for row in table.itertuples(index=False)]
     natural = [max(len(str(c)), *(len(r[i]) for r in rows)) for i, c in enumerate(table.columns)]
     short = [w <= 16 for w in natural]
@@ -104,4 +88,4 @@ def show_table(table, path: Path, line_chars: int = 130) -> Path:
     for (r, c), cell in chart.get_celld().items():
         cell.PAD = 1 / (budget[c] + 4)  # a character's width, as a fraction of the cell
         cell.set_height(((2 if r == 0 else heights[r - 1]) + 1) / total_lines)
-    return _save(fig, path)
+    return save_figure(fig, path)

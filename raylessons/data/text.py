@@ -17,15 +17,21 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ..errors import ConfigError, DataError
-from ..metrics import CrossEntropyFlat
+from .block import ItemList
+from .labels import LMLabel
+from .tables import column, read_csv
+from .text_bunch import (
+    TextClasDataBunch,
+    TextDataBunch,
+    TextLMDataBunch,
+    load_data,
+    numericalize_lists,
+)
+from .text_loaders import pad_collate
 from .tokenize import read_text_file, tokenize_texts
 from .vocab import Vocab
-from .block import ItemList, _column, read_csv
-from .labels import Label
-from .text_loaders import pad_collate
 
 __all__ = ["TextList", "LMLabel", "TextDataBunch", "TextLMDataBunch", "TextClasDataBunch", "load_data",
            "assert_same_vocab", "check_vocab", "numericalize_lists", "pad_collate"]
@@ -68,12 +74,8 @@ class TextList(ItemList):
     def _extensions(cls):
         return (".txt",)
 
-    @property
-    def _bunch_cls(self):
-        """LabelLists.databunch builds a text bunch (LM or classifier, by label kind) for text lists."""
-        from .text_bunch import TextDataBunch
-
-        return TextDataBunch
+    _bunch_cls = TextDataBunch  # LabelLists.databunch builds a text bunch (LM or classifier, by label kind)
+    _lm_label_cls = LMLabel  # label_for_lm works on texts
 
     @classmethod
     def from_folder(cls, path: str | Path, vocab: Vocab | None = None, extensions=(".txt",), recurse: bool = True,
@@ -87,7 +89,7 @@ class TextList(ItemList):
     def from_df(cls, df: pd.DataFrame, path: str | Path = ".", cols="text", vocab: Vocab | None = None,
                 where: str | Path = "dataframe", **kwargs) -> "TextList":
         """The texts in column `cols` of `df` (cell values, not file names); an empty cell raises DataError."""
-        col = _column(df, cols, where)
+        col = column(df, cols, where)
         texts, empty = [], []
         for i, t in enumerate(df[col]):
             if t is None or (isinstance(t, float) and np.isnan(t)) or not str(t).strip():
@@ -151,42 +153,6 @@ class TextList(ItemList):
         return tokenize_texts(self.read_texts(), self.n_workers, cache)
 
 
-class LMLabel(Label):
-    """Language-model targets: every token's target is the next one; cross-entropy over (B·T, vocab)."""
-
-    kind = "lm"
-
-    def __init__(self, n: int, vocab: Vocab | None = None):
-        super().__init__([0] * n, None)  # fastai's LM items carry a dummy label too
-        self.vocab = vocab
-
-    @property
-    def c(self) -> int:
-        return len(self.vocab) if self.vocab is not None else 1
-
-    def target(self, i: int, out_size=None) -> torch.Tensor:
-        return torch.tensor(0)
-
-    def loss_func(self):
-        return CrossEntropyFlat()
-
-
-def numericalize_lists(src) -> tuple[list[np.ndarray], list[np.ndarray], Vocab]:
-    """(train ids, valid ids, vocab) of labelled text lists; tokenized once per split, then memoized."""
-    if getattr(src, "_text_ids", None) is not None:
-        return src._text_ids
-    train, valid = src.train, src.valid
-    if not isinstance(train, TextList):
-        raise ConfigError(f"text data bunches need TextList items, got {type(train).__name__}")
-    tokens = train.tokenize()
-    vocab = train.vocab or Vocab.create(tokens, max_vocab=train.max_vocab, min_freq=train.min_freq)
-    train_ids = [np.asarray(vocab.numericalize(t), dtype=np.int32) for t in tokens]
-    del tokens
-    valid_ids = [np.asarray(vocab.numericalize(t), dtype=np.int32) for t in valid.tokenize()]
-    src._text_ids = (train_ids, valid_ids, vocab)
-    return src._text_ids
-
-
 def _vocab_of(obj, name: str) -> list[str]:
     if isinstance(obj, (list, tuple)):
         return list(obj)
@@ -214,13 +180,4 @@ def check_vocab(data_clas, data_lm_or_vocab) -> None:
     assert_same_vocab(data_clas, data_lm_or_vocab, ("the classifier data", "the language model"))
 
 
-_BUNCH_NAMES = ("TextDataBunch", "TextLMDataBunch", "TextClasDataBunch", "load_data")
-
-
-def __getattr__(name: str):
-    """The bunch classes live in text_bunch.py (which imports this module); re-exported here lazily."""
-    if name in _BUNCH_NAMES:
-        from . import text_bunch
-
-        return getattr(text_bunch, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+TextDataBunch.items_cls = TextList  # the bunch factories (from_folder, from_csv, from_df) build TextLists

@@ -9,22 +9,46 @@ import pandas as pd
 import torch
 
 from ..errors import ConfigError, DataError
-from .vocab import Vocab
-from . import block as _block  # noqa: F401  (loads labels / labellists in the order they need)
 from .bunch import DeviceBatch, LabelFacts
-from .labels import CategoryLabel, Label
-from .text import LMLabel, TextList, numericalize_lists
-from .text_loaders import PAD_IDX, LMLoader, SortishSampler, SortSampler, TextClasLoader, TextDataset
+from .labels import CategoryLabel, Label, LMLabel
+from .show import show_table
+from .text_loaders import (
+    PAD_IDX,
+    LMLoader,
+    SortishSampler,
+    SortSampler,
+    TextClasLoader,
+    TextDataset,
+)
+from .vocab import Vocab
 
-__all__ = ["TextDataBunch", "TextLMDataBunch", "TextClasDataBunch", "load_data"]
+__all__ = ["TextDataBunch", "TextLMDataBunch", "TextClasDataBunch", "load_data", "numericalize_lists"]
 
 _FORMAT = "raylessons.text_data"
+
+
+def numericalize_lists(src) -> tuple[list[np.ndarray], list[np.ndarray], Vocab]:
+    """(train ids, valid ids, vocab) of labelled text lists; tokenized once per split, then memoized."""
+    if getattr(src, "_text_ids", None) is not None:
+        return src._text_ids
+    train, valid = src.train, src.valid
+    if not callable(getattr(train, "tokenize", None)):
+        raise ConfigError(f"text data bunches need TextList items, got {type(train).__name__}")
+    tokens = train.tokenize()
+    vocab = train.vocab or Vocab.create(tokens, max_vocab=train.max_vocab, min_freq=train.min_freq)
+    train_ids = [np.asarray(vocab.numericalize(t), dtype=np.int32) for t in tokens]
+    del tokens
+    valid_ids = [np.asarray(vocab.numericalize(t), dtype=np.int32) for t in valid.tokenize()]
+    src._text_ids = (train_ids, valid_ids, vocab)
+    return src._text_ids
 
 
 class TextDataBunch(LabelFacts, DeviceBatch):
     """Numericalized train/valid texts, a vocab and their loaders; LM and classifier bunches batch differently."""
 
     default_bs = 64
+    label_cls: type[Label] = Label  # the label kind a concrete bunch holds
+    items_cls = None  # the item list the factories build: TextList, set where it is defined (text.py)
 
     def __init__(self, train_ds: TextDataset, valid_ds: TextDataset, bs: int | None = None,
                  val_bs: int | None = None, num_workers: int = 0, path: str | Path = ".",
@@ -49,14 +73,13 @@ class TextDataBunch(LabelFacts, DeviceBatch):
     def from_ids(cls, train_ids, valid_ids, vocab: Vocab, train_label: Label, valid_label: Label,
                  **kwargs) -> "TextDataBunch":
         """A bunch of the kind the labels call for (LM or classifier) over already numericalized texts."""
-        target = TextLMDataBunch if train_label.kind == "lm" else TextClasDataBunch
+        target = next((b for b in (TextLMDataBunch, TextClasDataBunch) if isinstance(train_label, b.label_cls)), None)
+        if target is None:
+            raise ConfigError(f"text bunches take language-model or category labels, got {train_label.kind!r}")
         if not issubclass(target, cls):
             raise ConfigError(f"{cls.__name__} cannot hold {train_label.kind!r} labels; use {target.__name__} "
                               f"(or label_for_lm / label_from_folder to match)")
-        if train_label.kind == "lm":
-            train_label, valid_label = LMLabel(len(train_ids), vocab), LMLabel(len(valid_ids), vocab)
-        elif train_label.kind != "category":
-            raise ConfigError(f"text classifiers take category labels, got {train_label.kind!r}")
+        train_label, valid_label = target.dataset_labels(train_label, valid_label, vocab)
         return target(TextDataset(train_ids, train_label, vocab), TextDataset(valid_ids, valid_label, vocab),
                       **kwargs)
 
@@ -97,8 +120,6 @@ class TextDataBunch(LabelFacts, DeviceBatch):
     def show_results(self, xb, yb, preds, rows: int, path: str | Path, threshold: float = 0.5,
                      max_len: int = 30) -> Path:
         """The first `rows` texts of a batch with their targets and the model's predictions, as a PNG table."""
-        from .show import show_table
-
         table = pd.DataFrame(self._result_rows(xb[:rows], yb[:rows], preds[:rows], max_len))
         return show_table(table, Path(path))
 
@@ -127,15 +148,26 @@ class TextDataBunch(LabelFacts, DeviceBatch):
         file.with_name(file.name + ".tmp").replace(file)
         return file
 
+    @classmethod
+    def dataset_labels(cls, train_label: Label, valid_label: Label, vocab: Vocab) -> tuple[Label, Label]:
+        """The labels the datasets hold (the classifier's as they are)."""
+        return train_label, valid_label
+
     def _raw_labels(self, ds: TextDataset) -> list:
-        return [] if self.label.kind == "lm" else list(ds.label.raw)  # LM labels are dummies
+        return list(ds.label.raw)
+
+    @classmethod
+    def saved_labels(cls, meta: dict, n_train: int, n_valid: int) -> tuple[Label, Label]:
+        """The labels of a bunch written by `save` (classifier: the class of every text)."""
+        return (CategoryLabel(meta["train_labels"], meta["classes"]),
+                CategoryLabel(meta["valid_labels"], meta["classes"]))
 
     # ----- fastai's factories: TextList options (vocab, max_vocab, min_freq=2, n_workers, cache_dir) in kwargs
     @classmethod
     def from_folder(cls, path: str | Path, train: str = "train", valid: str = "valid",
                     classes: list | None = None, **kwargs) -> "TextDataBunch":
         """Texts in `path/train` and `path/valid`, labelled by folder (or for the LM with TextLMDataBunch)."""
-        items = TextList.from_folder(path, include=[train, valid], **_list_options(kwargs))
+        items = cls._items().from_folder(path, include=[train, valid], **_list_options(kwargs))
         return cls._from_split(items.split_by_folder(train=train, valid=valid), classes, None, **kwargs)
 
     @classmethod
@@ -143,7 +175,7 @@ class TextDataBunch(LabelFacts, DeviceBatch):
                 classes: list | None = None, **kwargs) -> "TextDataBunch":
         """Texts (column `text_cols`) and labels (column `label_cols`) from a train and a valid dataframe."""
         df = pd.concat([train_df, valid_df], ignore_index=True)
-        items = TextList.from_df(df, path, cols=text_cols, **_list_options(kwargs))
+        items = cls._items().from_df(df, path, cols=text_cols, **_list_options(kwargs))
         return cls._from_split(items.split_by_idx(range(len(train_df), len(df))), classes, label_cols, **kwargs)
 
     @classmethod
@@ -152,13 +184,19 @@ class TextDataBunch(LabelFacts, DeviceBatch):
                  classes: list | None = None, delimiter: str = ",", header: str | int | None = "infer",
                  **kwargs) -> "TextDataBunch":
         """`path/csv_name`: rows with a true `valid_col` cell validate (no such column: a random valid_pct)."""
-        items = TextList.from_csv(path, csv_name, cols=text_cols, header=header, delimiter=delimiter,
+        items = cls._items().from_csv(path, csv_name, cols=text_cols, header=header, delimiter=delimiter,
                                   **_list_options(kwargs))
         if valid_col is not None and valid_col in items.df.columns:
             split = items.split_from_df(valid_col)
         else:
             split = items.split_by_rand_pct(valid_pct, seed=seed)
         return cls._from_split(split, classes, label_cols, seed=seed, **kwargs)
+
+    @classmethod
+    def _items(cls):
+        if cls.items_cls is None:
+            raise ConfigError("import raylessons.data.text (it defines TextList, which the factories build)")
+        return cls.items_cls
 
     @classmethod
     def _from_split(cls, split, classes, label_cols, **kwargs) -> "TextDataBunch":
@@ -181,6 +219,19 @@ def _list_options(kwargs: dict) -> dict:
 
 class TextLMDataBunch(TextDataBunch):
     """Language-model batches: (bs, bptt) windows of one token stream, targets shifted by one token."""
+
+    label_cls = LMLabel
+
+    @classmethod
+    def dataset_labels(cls, train_label, valid_label, vocab):
+        return LMLabel(len(train_label.raw), vocab), LMLabel(len(valid_label.raw), vocab)
+
+    def _raw_labels(self, ds: TextDataset) -> list:
+        return []  # LM labels are dummies
+
+    @classmethod
+    def saved_labels(cls, meta: dict, n_train: int, n_valid: int) -> tuple[Label, Label]:
+        return LMLabel(n_train), LMLabel(n_valid)
 
     def __init__(self, train_ds, valid_ds, bptt: int = 70, **kwargs):
         self.bptt = bptt
@@ -217,6 +268,7 @@ class TextClasDataBunch(TextDataBunch):
     """Classifier batches: sortish train batches (drop_last), valid sorted by length, padded at the start."""
 
     default_bs = 32
+    label_cls = CategoryLabel
 
     def __init__(self, train_ds, valid_ds, pad_idx: int = PAD_IDX, pad_first: bool = True, **kwargs):
         self.pad_idx, self.pad_first = pad_idx, pad_first
@@ -277,11 +329,11 @@ def load_data(path: str | Path, fname: str | Path = "data_save.json", bs: int | 
         flat = tensors[f"{split}_ids"].numpy()
         ids[split] = np.split(flat, np.cumsum(lengths)[:-1]) if lengths else []
     vocab = Vocab(meta["itos"])
-    if meta["label_kind"] == "lm":
-        labels = (LMLabel(len(ids["train"])), LMLabel(len(ids["valid"])))
-    else:
-        labels = (CategoryLabel(meta["train_labels"], meta["classes"]),
-                  CategoryLabel(meta["valid_labels"], meta["classes"]))
+    bunch_cls = next((b for b in (TextLMDataBunch, TextClasDataBunch) if b.label_cls.kind == meta["label_kind"]), None)
+    if bunch_cls is None:
+        raise DataError(f"saved text bunch has label kind {meta['label_kind']!r}; expected language-model or "
+                        "category labels", file)
+    labels = bunch_cls.saved_labels(meta, len(ids["train"]), len(ids["valid"]))
     options = {**meta.get("options", {}), **kwargs}
     return TextDataBunch.from_ids(ids["train"], ids["valid"], vocab, *labels, bs=bs, path=path, **options)
 

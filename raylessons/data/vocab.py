@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from raylessons.errors import DataError
+
 from .tokenize import TEXT_SPEC_TOK
 
 __all__ = ["Vocab", "FAKE_TOKEN"]

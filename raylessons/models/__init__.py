@@ -6,6 +6,7 @@ from typing import Callable
 from torch import nn
 from torchvision.models import resnet18, resnet34, resnet50
 
+from .awd_lstm import AWDLSTMConfig, awd_lstm_clas_split, awd_lstm_lm_split, get_language_model, get_text_classifier
 from .cnn import create_cnn_model, resnet_split
 from .unet import create_unet_model, unet_split
 
@@ -47,16 +48,12 @@ def build_model(spec: dict) -> tuple[nn.Module, Callable]:
 
 @register_model("awd_lstm_lm")
 def _build_awd_lstm_lm(spec: dict):
-    from .awd_lstm import AWDLSTMConfig, awd_lstm_lm_split, get_language_model
-
     cfg = AWDLSTMConfig(**spec["config"])
     return get_language_model(spec["vocab_size"], cfg, spec.get("drop_mult", 1.0)), awd_lstm_lm_split
 
 
 @register_model("awd_lstm_clas")
 def _build_awd_lstm_clas(spec: dict):
-    from .awd_lstm import AWDLSTMConfig, awd_lstm_clas_split, get_text_classifier
-
     cfg = AWDLSTMConfig(**spec["config"])
     model = get_text_classifier(spec["vocab_size"], spec["n_class"], cfg, spec.get("drop_mult", 1.0),
                                 spec.get("bptt", 70), spec.get("max_len", 1400), spec.get("lin_ftrs"), spec.get("ps"))

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .awd_lstm_load import convert_weights, encoder_state, load_encoder_state, load_lm_checkpoint, read_itos
+
 __all__ = ["AWDLSTMConfig", "lm_config", "clas_config", "RNNDropout", "EmbeddingDropout", "WeightDropout",
            "AWD_LSTM", "LinearDecoder", "SequentialRNN", "AWDLanguageModel", "MultiBatchEncoder",
            "masked_concat_pool", "PoolingLinearClassifier", "AWDTextClassifier", "get_language_model",
@@ -365,8 +367,3 @@ def awd_lstm_clas_split(model: AWDTextClassifier) -> list[nn.Module]:
     groups = [nn.ModuleList([enc.encoder, enc.encoder_dp])]
     groups += [nn.ModuleList([rnn, dp]) for rnn, dp in zip(enc.rnns, enc.hidden_dps)]
     return groups + [nn.ModuleList([model[1]])]
-
-
-# checkpoint loading lives beside this file; it imports nothing from here, so no import cycle
-from .awd_lstm_load import (convert_weights, encoder_state, load_encoder_state,  # noqa: E402
-                            load_lm_checkpoint, read_itos)

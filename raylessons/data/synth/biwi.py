@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from raylessons.data.biwi import convert_biwi
+
 from . import add_size_arguments
 
 __all__ = ["synth", "add_cli_arguments", "REAL_SIZE", "REAL_K", "scaled_k", "SUBJECTS"]

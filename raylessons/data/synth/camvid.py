@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
 from . import add_size_arguments
 
 __all__ = ["CODES", "VOID", "synth", "add_cli_arguments"]
