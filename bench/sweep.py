@@ -8,23 +8,15 @@ Target: ASHA takes <= 0.5x the time of the full sweep and its best metric is wit
 """
 from __future__ import annotations
 
-import os
+import argparse
+import json
+import shutil
 import sys
+import tempfile
+import time
+from pathlib import Path
 
-# bench/tokenize.py would shadow the standard library's tokenize module for scripts run from here
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
 
 def main(argv=None) -> int:
@@ -41,10 +33,10 @@ def main(argv=None) -> int:
 
     import ray
 
+    from raylessons.cluster import init_ray
     from raylessons.data.synth import synth
-    from raylessons.distributed.launch import init_ray
+    from raylessons.sweep import SweepConfig, experiment_name, run_sweep
     from raylessons.sweep.finder import FINDERS_FILE, run_finders
-    from raylessons.sweep.run import SweepConfig, experiment_name, run_sweep
     from raylessons.sweep.space import build_space
 
     out = Path(args.out or tempfile.mkdtemp(prefix="bench-sweep-"))

@@ -8,31 +8,22 @@ over phases is printed, with the fixed start-up cost of a Ray Train run.
 """
 from __future__ import annotations
 
+import argparse
+import json
 import os
-import sys
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
 
-# bench/tokenize.py would shadow the standard library's tokenize module for scripts run from here
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+import torch
+from _common import FixedBatchData, fixed_batch  # bench/_common.py, beside this script
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import torch  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench._common import FixedBatchData, fixed_batch  # noqa: E402
-
-from raylessons.callbacks import Callback  # noqa: E402
-from raylessons.learner import AdamW, Learner  # noqa: E402
-from raylessons.metrics import BCEWithLogitsFlat  # noqa: E402
-from raylessons.models.cnn import create_cnn_model, resnet_split  # noqa: E402
+from raylessons.callbacks import Callback
+from raylessons.learner import AdamW, Learner
+from raylessons.metrics import BCEWithLogitsFlat
+from raylessons.models.cnn import create_cnn_model, resnet_split
 
 ARCH, THREADS, WARMUP = "resnet34", 2, 4
 
@@ -128,7 +119,7 @@ def main() -> None:
     args = parser.parse_args()
     import ray
 
-    from raylessons.distributed.launch import LOCAL_SYSTEM_CONFIG
+    from raylessons.cluster import LOCAL_SYSTEM_CONFIG
 
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "1.0")  # as fit_plan sets it
     ray.init(address="local", include_dashboard=False, log_to_driver=False, _system_config=LOCAL_SYSTEM_CONFIG,

@@ -4,12 +4,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, when not pip-installed
 
-from raylessons.distributed.launch import job_main
+from raylessons.distributed.cli import job_main
 
 
 def main(argv=None) -> int:
-    return job_main("imdb_clas", argv, __doc__,
-                    required=(("lm_export", "export directory of the fine-tuned LM (jobs/imdb_lm.py)"),))
+    return job_main("imdb_clas", argv, __doc__)  # --lm-export DIR: the fine-tuned LM's export (jobs/imdb_lm.py)
 
 
 if __name__ == "__main__":

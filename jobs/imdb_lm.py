@@ -4,7 +4,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, when not pip-installed
 
-from raylessons.distributed.launch import job_main
+from raylessons.distributed.cli import job_main
 
 
 def main(argv=None) -> int:

@@ -1,4 +1,7 @@
-"""The `raylessons` command: demo, data, train, pretrain-lm, serve, predict."""
+"""The `raylessons` command: demo, data, train, pretrain-lm, serve, predict, sweep.
+
+Each command imports what it runs when it runs (torch, Ray): `raylessons predict` and `--help` stay quick.
+"""
 from __future__ import annotations
 
 import argparse
@@ -14,7 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from .data.download import DOWNLOADS
     from .data.synth import DATASETS
-    from .distributed.launch import add_train_arguments
+    from .distributed.pretrain import PretrainLM
+    from .distributed.train import TrainRun
+    from .options import add_dataclass_arguments
 
     parser = argparse.ArgumentParser(prog="raylessons", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -40,27 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("dataset", choices=sorted(DOWNLOADS))
     download.add_argument("--dest", default=None)
 
-    train = sub.add_parser("train", help="run a plan on Ray Train")
-    add_train_arguments(train)
+    sub.add_parser("train", help="run a plan on Ray Train: raylessons train --task T --data D ... "
+                                 "(--task T --help lists T's options)")
 
     pre = sub.add_parser("pretrain-lm", help="pretrain an AWD-LSTM language model on a text corpus (Ray Train); "
                                              "its export is a `pretrained=` for language_model_learner")
-    pre.add_argument("--corpus", required=True, help="folder of .txt documents (train/ and valid/ or flat)")
-    pre.add_argument("--synth", type=int, default=0, metavar="N_DOCS",
-                     help="first generate an English-like corpus of N_DOCS documents there (offline stand-in for WT103)")
-    pre.add_argument("--epochs", type=int, default=4)
-    pre.add_argument("--lr", type=float, default=3e-3)
-    pre.add_argument("--bs", type=int, default=32)
-    pre.add_argument("--bptt", type=int, default=70)
-    pre.add_argument("--emb-sz", type=int, default=400)
-    pre.add_argument("--n-hid", type=int, default=1152)
-    pre.add_argument("--n-layers", type=int, default=3)
-    pre.add_argument("--drop-mult", type=float, default=0.1)
-    pre.add_argument("--num-workers", type=int, default=1,
-                     help="Ray Train workers (0: in this process, without Ray)")
-    pre.add_argument("--use-gpu", action="store_true")
-    pre.add_argument("--storage", default="~/raylessons_results")
-    pre.add_argument("--name", default="pretrain-lm")
+    add_dataclass_arguments(pre, PretrainLM)
+    add_dataclass_arguments(pre, TrainRun, only=("num_workers", "use_gpu", "storage_path", "name"),
+                            defaults={"name": "pretrain-lm"})
 
     serve = sub.add_parser("serve", help="serve export directories over HTTP (blocks)")
     serve.add_argument("--export", action="append", required=True, metavar="TASK=DIR")
@@ -104,15 +96,12 @@ def _run(args: argparse.Namespace) -> int:
 
         print(download(args.dataset, args.dest))
         return 0
-    if args.command == "train":
-        from .distributed.launch import run_from_args
-
-        run_from_args(args)
-        return 0
     if args.command == "pretrain-lm":
-        from .distributed.pretrain import pretrain_lm
+        from .distributed.pretrain import PretrainLM, pretrain_lm
+        from .distributed.train import TrainRun
+        from .options import from_args, option_values
 
-        result = pretrain_lm(args)
+        result = pretrain_lm(from_args(PretrainLM, args), **option_values(TrainRun, args))
         print(json.dumps({"export": result["export"], "metrics": result["metrics"]}, indent=2, default=str))
         return 0
     if args.command == "serve":
@@ -131,13 +120,16 @@ def main(argv: list[str] | None = None) -> int:
         from .client import main as client_main
 
         return client_main(argv[1:])
-    if argv[:1] == ["sweep"]:
-        from .sweep.cli import sweep_main
-
-        return sweep_main(argv[1:])
-    args = build_parser().parse_args(argv)
     try:
-        return _run(args)
+        if argv[:1] == ["train"]:  # its options depend on --task: parsed in two steps
+            from .distributed.cli import train_main
+
+            return train_main(argv[1:], prog="raylessons train")
+        if argv[:1] == ["sweep"]:
+            from .sweep.cli import sweep_main
+
+            return sweep_main(argv[1:])
+        return _run(build_parser().parse_args(argv))
     except RaylessonsError as e:
         print(f"raylessons: error: {e}", file=sys.stderr)
         return 2

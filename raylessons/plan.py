@@ -1,14 +1,23 @@
-"""Plans: a training recipe as plain data (a list of stages), validated and run on a Learner."""
+"""Plans: a training recipe as plain data (a list of stages), parsed once into `Stage`s and run on a Learner.
+
+Stages are plain dataclasses: they travel as they are to Ray Train workers and Tune trials (pickled), and are
+written back as stage dicts (`plan_to_data`) wherever a plan lands on disk (`run.json`).
+"""
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from typing import Callable
+from pathlib import Path
+
+import yaml
 
 from .callbacks import Callback
 from .errors import ConfigError
 
-__all__ = ["Stage", "parse_plan", "parse_lr", "run_plan", "plan_to_data", "next_position"]
+__all__ = ["Stage", "check_plan", "epochs_before", "load_plan", "next_position", "parse_lr", "parse_plan",
+           "plan_summary", "plan_to_data", "run_plan"]
 
 
 @dataclass
@@ -86,33 +95,61 @@ def _positive(v: float) -> float:
     return v
 
 
-def parse_plan(stages: list[dict], n_groups: int | None = None) -> list[Stage]:
-    """Validate a list of stage dicts; unknown keys, bad epochs or groups raise ConfigError."""
+def _stage_from_data(raw, i: int) -> Stage:
+    """One stage dict checked and turned into a Stage; unknown keys, bad epochs or batch sizes are ConfigErrors."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"stage {i}: expected a mapping, got {type(raw).__name__}")
+    unknown = set(raw) - _STAGE_KEYS
+    if unknown:
+        raise ConfigError(f"stage {i}: unknown keys {sorted(unknown)}; allowed: {sorted(_STAGE_KEYS)}")
+    if raw.get("bs") is not None and (not isinstance(raw["bs"], int) or raw["bs"] < 1):
+        raise ConfigError(f"stage {i}: 'bs' must be a positive integer, got {raw['bs']!r}")
+    if not isinstance(raw.get("epochs"), int) or raw["epochs"] < 1:
+        raise ConfigError(f"stage {i}: 'epochs' must be a positive integer, got {raw.get('epochs')!r}")
+    stage = Stage(**{**raw, "max_lr": parse_lr(raw.get("max_lr", 3e-3)), "moms": tuple(raw.get("moms", (0.95, 0.85)))})
+    stage.freezing()  # at most one of freeze_to, freeze, unfreeze
+    return stage
+
+
+def parse_plan(stages: list, n_groups: int | None = None) -> list[Stage]:
+    """Stages from a list of stage dicts (Stage objects are kept as they are), checked against `n_groups`."""
     if not isinstance(stages, (list, tuple)) or not stages:
         raise ConfigError("a plan is a non-empty list of stages")
-    out = []
-    for i, raw in enumerate(stages):
-        if isinstance(raw, Stage):
-            raw = plan_to_data([raw])[0]
-        if not isinstance(raw, dict):
-            raise ConfigError(f"stage {i}: expected a mapping, got {type(raw).__name__}")
-        unknown = set(raw) - _STAGE_KEYS
-        if unknown:
-            raise ConfigError(f"stage {i}: unknown keys {sorted(unknown)}; allowed: {sorted(_STAGE_KEYS)}")
-        if raw.get("bs") is not None and (not isinstance(raw["bs"], int) or raw["bs"] < 1):
-            raise ConfigError(f"stage {i}: 'bs' must be a positive integer, got {raw['bs']!r}")
-        if not isinstance(raw.get("epochs"), int) or raw["epochs"] < 1:
-            raise ConfigError(f"stage {i}: 'epochs' must be a positive integer, got {raw.get('epochs')!r}")
-        stage = Stage(**{**raw, "max_lr": parse_lr(raw.get("max_lr", 3e-3)),
-                         "moms": tuple(raw.get("moms", (0.95, 0.85)))})
+    out = [raw if isinstance(raw, Stage) else _stage_from_data(raw, i) for i, raw in enumerate(stages)]
+    if n_groups is not None:
+        check_plan(out, n_groups)
+    return out
+
+
+def check_plan(stages: list[Stage], n_groups: int) -> None:
+    """Every stage's freezing and per-group rates fit a model with `n_groups` layer groups (a ConfigError)."""
+    for i, stage in enumerate(stages):
         n = stage.freezing()
-        if n_groups is not None and n is not None and not -n_groups <= n <= n_groups:
+        if n is not None and not -n_groups <= n <= n_groups:
             raise ConfigError(f"stage {i}: freeze_to {n} names a layer group this model lacks "
                               f"(it has {n_groups})")
-        if n_groups is not None and isinstance(stage.max_lr, list) and len(stage.max_lr) != n_groups:
+        if isinstance(stage.max_lr, list) and len(stage.max_lr) != n_groups:
             raise ConfigError(f"stage {i}: {len(stage.max_lr)} learning rates for {n_groups} layer groups")
-        out.append(stage)
-    return out
+
+
+def load_plan(plan, presets: dict[str, Callable[[], list]] | None = None) -> list[Stage]:
+    """Stages from a plan: a list of stages, a preset name (`presets`), a JSON string or a .json/.yaml file."""
+    if not isinstance(plan, str):
+        return parse_plan(plan)
+    presets = presets or {}
+    if plan in presets:
+        return parse_plan(presets[plan]())
+    path = Path(plan)
+    if path.suffix in (".json", ".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"plan file not found: {path}")
+        text = path.read_text()
+        return parse_plan(json.loads(text) if path.suffix == ".json" else yaml.safe_load(text))
+    try:
+        data = json.loads(plan)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--plan is neither a preset ({', '.join(presets)}), a plan file, nor JSON: {e}") from None
+    return parse_plan(data["stages"] if isinstance(data, dict) and "stages" in data else data)
 
 
 def plan_to_data(stages: list[Stage]) -> list[dict]:
@@ -126,6 +163,23 @@ def plan_to_data(stages: list[Stage]) -> list[dict]:
         d["moms"] = list(s.moms)
         out.append(d)
     return out
+
+
+def plan_summary(plan: list) -> str:
+    """'freeze 1ep slice(0.01) → unfreeze 3ep slice(0.0001, 0.002)' (how tables and logs show a plan)."""
+    if not plan:
+        return ""
+    stages, parts = parse_plan(plan), []
+    for stage, data in zip(stages, plan_to_data(stages)):
+        what = ("freeze" if stage.freeze else "unfreeze" if stage.unfreeze else
+                f"freeze_to({stage.freeze_to})" if stage.freeze_to is not None else "fit")
+        parts.append(f"{what} {stage.epochs}ep {data['max_lr']}")
+    return " → ".join(parts)
+
+
+def epochs_before(stages: list[Stage], stage: int, epoch: int = 0) -> int:
+    """Epochs of the plan done before epoch `epoch` of stage `stage` (`len(stages)`: the plan's total)."""
+    return sum(s.epochs for s in stages[:stage]) + epoch
 
 
 def next_position(stages: list[Stage], stage: int, epoch: int) -> tuple[int, int]:

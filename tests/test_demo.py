@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from raylessons.distributed.train import EPOCHS_FILE, epoch_rows
+from raylessons.distributed.train import epoch_rows
+from raylessons.distributed.worker import EPOCHS_FILE
 from raylessons.recorder import print_epoch_table
 
 TABLE_HEADER = re.compile(r"^\s*epoch\s+train_loss\b")

@@ -10,7 +10,7 @@ import pytest
 
 from raylessons.distributed.train import TrainRun, fit_plan
 from raylessons.errors import ConfigError, DataError
-from raylessons.learner_io import load_learner
+from raylessons.learner import load_learner
 
 pytestmark = pytest.mark.ray
 
@@ -188,7 +188,7 @@ def test_head_pose_run_in_this_process_exports_points_and_resumes_by_name(tmp_pa
 def test_sync_batchnorm_keeps_layer_groups_and_freezing():
     import torch
 
-    from raylessons.distributed.train import use_sync_batchnorm
+    from raylessons.distributed.worker import use_sync_batchnorm
     from raylessons.learner import Learner
     from raylessons.models.unet import create_unet_model, unet_split
 
@@ -242,3 +242,48 @@ def test_ulmfit_chain_on_ray_train(ray_session, tmp_path, capsys):
         from raylessons.tasks import imdb_clas
 
         imdb_clas.build_source(imdb_clas.Config(data=str(imdb)))
+
+
+def test_a_plan_is_parsed_once_and_its_stages_travel(planet_dir):
+    """The worker config carries Stage objects (no dicts parsed again), through pickling as Ray ships it."""
+    import pickle
+
+    from raylessons.distributed.worker import worker_config
+    from raylessons.plan import epochs_before, parse_plan
+    from raylessons.tasks import TASKS
+
+    stages = TASKS["planet"].load_plan(PLAN)
+    assert parse_plan(stages, 3)[1] is stages[1]  # Stages are kept as they are, only checked
+    worker = worker_config("planet", task_config(planet_dir), stages, seed=3, cpus=2)
+    back = pickle.loads(pickle.dumps(worker))
+    assert back == worker and back.stages[1].max_lr == slice(1e-4, 1e-2) and back.threads == 2
+    assert back.task_config["csv"] == "train_v2.csv"  # every option of the task, resolved
+    assert [epochs_before(stages, i) for i in range(len(stages) + 1)] == [0, 1, 3]
+    assert TASKS["planet"].load_plan("smoke")[0].freeze_to == -1
+
+
+def test_train_options_come_from_the_run_and_the_task(tmp_path):
+    """Each option is declared once: TrainRun's fields and the task's Config fields are the flags."""
+    import argparse
+    import dataclasses
+
+    from raylessons.distributed.cli import add_train_arguments
+    from raylessons.options import option_values
+    from raylessons.tasks import TASKS
+    from raylessons.tasks.options import task_config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser, "camvid", fixed=True)
+    args = parser.parse_args(["--data", str(tmp_path), "--size", "32,48", "--bs", "2", "--plan", "smoke",
+                              "--num-workers", "2", "--storage", "/s", "--set", "num_workers=1", "--no-use-gpu"])
+    assert option_values(TrainRun, args) == {"plan": "smoke", "storage_path": "/s", "num_workers": 2,
+                                             "use_gpu": False}
+    assert task_config_from_args(args, TASKS["camvid"]) == {"data": str(tmp_path), "size": [32, 48], "bs": 2,
+                                                             "num_workers": 1}
+    with pytest.raises(SystemExit):  # a text task has no image size
+        parser = argparse.ArgumentParser()
+        add_train_arguments(parser, "imdb_lm", fixed=True)
+        parser.parse_args(["--data", "d", "--size", "32"])
+    for task in TASKS.values():  # every option says what it is
+        assert all(f.metadata.get("help") for f in dataclasses.fields(task.Config)), task.name
+    assert all(f.metadata.get("help") for f in dataclasses.fields(TrainRun))

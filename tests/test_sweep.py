@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _cfg(planet_dir, storage, **kw):
-    from raylessons.sweep.run import SweepConfig
+    from raylessons.sweep import SweepConfig
 
     base = dict(task="planet", task_config={"data": str(planet_dir), "size": 32, "bs": 16, "arch": "resnet18"},
                 trials=4, max_concurrent=2, epochs=3, storage_path=str(storage), warmup_epochs=1, finder_iters=40)
@@ -36,7 +36,7 @@ POINTS = [{"stage1_lr": 2e-2, "upper": 2e-3, "ratio": 10.0, "schedule": "two_sta
 
 @pytest.fixture(scope="module")
 def sweep(ray_session, planet_dir, tmp_path_factory):
-    from raylessons.sweep.run import run_sweep
+    from raylessons.sweep import run_sweep
 
     storage = tmp_path_factory.mktemp("sweeps")
     cfg = _cfg(planet_dir, storage, configs=POINTS, metric="valid_loss", mode="min")
@@ -88,7 +88,7 @@ def test_best_export_loads_in_the_serve_app(sweep, planet_dir):
 
     def replica_probs(export: str, image: str) -> list:  # local: shipped by value (workers can't import tests)
         """In a Ray worker, as Serve would: build the planet replica from `export` and run one image."""
-        from raylessons.serving.app import ROUTES
+        from raylessons.serving.routes import ROUTES
 
         replica = ROUTES["planet"].model.func_or_class("planet", export)  # what a replica's constructor does
         predictor = replica.loaded.predictor
@@ -108,7 +108,7 @@ def test_best_export_loads_in_the_serve_app(sweep, planet_dir):
 
 
 def test_errors_before_any_trial(ray_session, planet_dir, tmp_path):
-    from raylessons.sweep.run import run_sweep
+    from raylessons.sweep import run_sweep
 
     with pytest.raises(ConfigError, match="does not report 'dice'; it reports train_loss, valid_loss"):
         run_sweep(_cfg(planet_dir, tmp_path, metric="dice"))
@@ -136,8 +136,8 @@ def _finished_trials(exp: Path) -> dict[str, int]:
 def test_a_killed_sweep_resumes_and_keeps_finished_trials(sweep, planet_dir, tmp_path):
     import shutil
 
+    from raylessons.sweep import experiment_name, run_sweep
     from raylessons.sweep.finder import FINDERS_FILE
-    from raylessons.sweep.run import experiment_name, run_sweep
 
     # a randomly sampled space: a restored sweep must not draw new plans for the trials it had
     cfg = _cfg(planet_dir, tmp_path, trials=2, max_concurrent=1, scheduler="fifo", epochs=2)
@@ -146,7 +146,7 @@ def test_a_killed_sweep_resumes_and_keeps_finished_trials(sweep, planet_dir, tmp
     # same task and finder options as the module's sweep: its finder results are reused (only trials run here)
     shutil.copy(Path(sweep[1]["path"]) / FINDERS_FILE, exp / FINDERS_FILE)
     script = tmp_path / "driver.py"
-    script.write_text(f"import json\nfrom raylessons.sweep.run import SweepConfig, run_sweep\n"
+    script.write_text(f"import json\nfrom raylessons.sweep import SweepConfig, run_sweep\n"
                       f"run_sweep(SweepConfig(**json.loads({json.dumps(json.dumps(cfg.__dict__))})))\n")
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_ADDRESS": "local"}
     proc = subprocess.Popen([sys.executable, str(script)], env=env, start_new_session=True,
@@ -178,8 +178,8 @@ def test_a_killed_sweep_resumes_and_keeps_finished_trials(sweep, planet_dir, tmp
 def test_a_trial_can_run_ddp_on_ray_train_workers(sweep, planet_dir, tmp_path):
     import shutil
 
+    from raylessons.sweep import experiment_name, run_sweep
     from raylessons.sweep.finder import FINDERS_FILE
-    from raylessons.sweep.run import experiment_name, run_sweep
 
     cfg = _cfg(planet_dir, tmp_path, trials=1, max_concurrent=1, configs=POINTS[:1], scheduler="fifo", epochs=2,
                workers_per_trial=2)

@@ -12,7 +12,7 @@ def test_two_node_sweep_spreads_trials_over_shared_storage(planet_dir, tmp_path)
     import ray
     from ray.cluster_utils import Cluster
 
-    from raylessons.sweep.run import SweepConfig, run_sweep
+    from raylessons.sweep import SweepConfig, run_sweep
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     cluster.add_node(num_cpus=1)

@@ -115,25 +115,43 @@ def test_sweep_command_line_maps_onto_the_config(tmp_path):
     assert cfg.ratios == [pytest.approx(ULMFIT_RATIO), 10.0]
     assert cfg.schedules == ["gradual", [-1, "all"]]
     assert (cfg.task, cfg.trials, cfg.epochs, cfg.workers_per_trial) == ("imdb_clas", 6, 4, 2)
-    assert cfg.task_config == {"data": str(tmp_path), "pretrained": False, "lm_export": "/x/export",
-                               "drop_mult": 0.3}
+    # only the options given: imdb_clas has no `pretrained` (its encoder comes from lm_export)
+    assert cfg.task_config == {"data": str(tmp_path), "lm_export": "/x/export", "drop_mult": 0.3}
     with pytest.raises(SystemExit):
         parser.parse_args(["--task", "planet", "--data", "d", "--ratios", "ten"])
 
 
 def test_sweep_options_fail_before_ray(tmp_path):
-    from raylessons.sweep.run import SweepConfig, _check, experiment_name
+    from raylessons.sweep.config import SweepConfig, check_sweep, experiment_name
 
     base = dict(task="planet", task_config={"data": str(tmp_path)})
     with pytest.raises(ConfigError, match="DDP trials .* take whole GPUs"):
-        _check(SweepConfig(**base, workers_per_trial=2, gpus_per_trial=0.5))
+        check_sweep(SweepConfig(**base, workers_per_trial=2, gpus_per_trial=0.5))
     with pytest.raises(ConfigError, match="unknown scheduler"):
-        _check(SweepConfig(**base, scheduler="hyperband"))
+        check_sweep(SweepConfig(**base, scheduler="hyperband"))
     with pytest.raises(ConfigError, match="configs is an empty list"):
-        _check(SweepConfig(**base, configs=[]))
+        check_sweep(SweepConfig(**base, configs=[]))
     with pytest.raises(ConfigError, match="lacks"):
-        _check(SweepConfig(**base, configs=[{"stage1_lr": 1e-2}]))
-    assert _check(SweepConfig(**base)) == ("fbeta", "max")
+        check_sweep(SweepConfig(**base, configs=[{"stage1_lr": 1e-2}]))
+    assert check_sweep(SweepConfig(**base)) == ("fbeta", "max")
     # the name is a function of the options: same options, same experiment (restore); others, another
     assert experiment_name(SweepConfig(**base)) == experiment_name(SweepConfig(**base, storage_path="/elsewhere"))
     assert experiment_name(SweepConfig(**base)) != experiment_name(SweepConfig(**base, trials=9))
+
+
+def test_a_tasks_own_options_once_the_task_is_known(tmp_path):
+    import argparse
+    import dataclasses
+
+    from raylessons.options import peek_option
+    from raylessons.sweep.cli import add_sweep_arguments, config_from_args
+    from raylessons.sweep.config import SweepConfig
+
+    argv = ["--task", "planet", "--data", str(tmp_path), "--size", "64", "--threshold", "0.3", "--storage", "/s",
+            "--set", "seed=7", "--verbose"]
+    parser = argparse.ArgumentParser()
+    add_sweep_arguments(parser, peek_option(argv, "--task"))
+    cfg = config_from_args(parser.parse_args(argv))
+    assert cfg.task_config == {"data": str(tmp_path), "size": 64, "threshold": 0.3, "seed": 7}
+    assert (cfg.storage_path, cfg.seed, cfg.verbose, cfg.trials) == ("/s", 0, 1, 8)  # --seed is the sweep's
+    assert all(f.metadata.get("help") for f in dataclasses.fields(SweepConfig))

@@ -5,7 +5,11 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-__all__ = ["heading", "synth_once", "train", "find_lr", "trained", "add_run_pictures"]
+from ..data.synth import synth
+from ..distributed.train import TrainRun, fit_plan, plot_run_losses
+from ..plan import plan_summary
+
+__all__ = ["add_run_pictures", "find_lr", "heading", "synth_once", "train", "trained"]
 
 
 def heading(title: str) -> None:
@@ -15,8 +19,6 @@ def heading(title: str) -> None:
 
 def synth_once(dataset: str, data_dir: Path, marker: str, **options) -> Path:
     """Generate `dataset` into `data_dir` unless `data_dir / marker` shows an earlier run already did."""
-    from ..data.synth import synth
-
     if not (data_dir / marker).exists():
         synth(dataset, data_dir, **options)
     return data_dir
@@ -24,9 +26,6 @@ def synth_once(dataset: str, data_dir: Path, marker: str, **options) -> Path:
 
 def train(task: str, cfg, plan: list, out: Path, name: str | None = None, num_workers: int = 1) -> dict:
     """Run `plan` for `task` on Ray Train (`num_workers` workers; 0: in this process), from a fresh run directory."""
-    from ..distributed.train import TrainRun, fit_plan
-    from ..sweep.run import plan_summary
-
     where = "in this process" if num_workers == 0 else f"on Ray Train, {num_workers} worker(s)"
     print(f"plan ({where}): {plan_summary(plan)}", flush=True)
     name = name or f"demo-{task}"
@@ -67,8 +66,6 @@ def trained(learn, export: str | Path):
 
 def add_run_pictures(section, learn, result: dict, out: Path, stem: str, rows: int = 3) -> None:
     """A run's loss curves and `show_results` of its trained model, written as PNGs and added to the report."""
-    from ..distributed.train import plot_run_losses
-
     losses = plot_run_losses(result["path"], out / f"{stem}_losses.png")
     section.image(losses, "loss curves of the whole plan (train per batch, validation per epoch)")
     shown = trained(learn, result["export"]).show_results(rows=rows, path=out / f"{stem}_results.png")

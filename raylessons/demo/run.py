@@ -5,6 +5,8 @@ import json
 import time
 from pathlib import Path
 
+from ..cluster import init_ray, redirect_output
+from ..report import Report
 from .common import heading
 from .http import query_camvid, query_head_pose, query_planet, query_sentiment
 from .presets import PRESETS, TARGETS
@@ -90,9 +92,6 @@ def run_demo(out: str | Path = "demo-out", n: int | None = None, port: int = 800
     one epoch a stage, every layer). Ray's own output goes to `out/ray.log` and `out/ray-session-logs/` unless
     `verbose`.
     """
-    from ..distributed.launch import init_ray
-    from ..report import Report
-
     sizes = PRESETS[preset]
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -138,7 +137,6 @@ def _shutdown(verbose: bool, log: Path) -> None:
     """Serve and Ray torn down; their teardown notes (a killed controller's task-retry lines) go to the log."""
     import ray
 
-    from ..distributed.launch import redirect_output
     from ..serving.local import shutdown
 
     with redirect_output(None if verbose else log):

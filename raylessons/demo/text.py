@@ -3,6 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..data.synth.imdb import synth_corpus
+from ..distributed.pretrain import pretrain_plan
+from ..tasks import TASKS
+from ..tasks.imdb_lm import MOMS
+from ..text_baseline import bag_of_words_accuracy, unigram_accuracy
 from .common import add_run_pictures, find_lr, heading, synth_once, train, trained
 
 __all__ = ["demo_sentiment"]
@@ -10,12 +15,7 @@ __all__ = ["demo_sentiment"]
 
 def demo_sentiment(out: Path, p: dict, report) -> dict:
     """ULMFiT on generated IMDB: a corpus LM (the WT103 stand-in), the IMDB LM, then the classifier on its encoder."""
-    from ..data.synth.imdb import synth_corpus
-    from ..distributed.pretrain import pretrain_plan
-    from ..tasks import imdb_clas, imdb_lm
-    from ..text_baseline import bag_of_words_accuracy, unigram_accuracy
-
-    moms = imdb_lm.MOMS
+    imdb_lm, imdb_clas, moms = TASKS["imdb_lm"], TASKS["imdb_clas"], MOMS
     section = report.section("Sentiment: ULMFiT on IMDB")
     heading("Sentiment: generated IMDB and a general corpus")
     data_dir = synth_once("imdb", out / "data" / "imdb", "README", n_train=p["n_train"], n_test=p["n_test"],

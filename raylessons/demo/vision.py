@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..sweep import SweepConfig, run_sweep
+from ..tasks import TASKS
 from .common import add_run_pictures, find_lr, heading, synth_once, train
 
 __all__ = ["demo_planet", "demo_sweep", "demo_camvid", "demo_head_pose", "PLANET_LR_RANGE"]
@@ -19,7 +21,7 @@ PLANET_LR_RANGE = (1e-3, 3e-2)
 
 def demo_planet(out: Path, p: dict, report, n: int | None = None) -> dict:
     """Generate Planet, show a batch, lr_find, then the lesson plan (frozen, then unfrozen with a slice) on Ray Train."""
-    from ..tasks import planet
+    planet = TASKS["planet"]
 
     section = report.section("Planet: multi-label tagging (Ray Train)")
     heading("Planet: generated data")
@@ -60,8 +62,6 @@ def demo_planet(out: Path, p: dict, report, n: int | None = None) -> dict:
 def demo_sweep(out: Path, planet: dict, p: dict, report) -> dict:
     """LR finders as Ray tasks, then an ASHA sweep of slice bands and unfreezing schedules on Planet: the same
     data and the same epoch budget as the lesson plan of the Planet section, so the two compare like with like."""
-    from ..sweep.run import SweepConfig, run_sweep
-
     epochs = sum(st["epochs"] for st in planet["plan"])
     title = (f"Ray Tune: LR-finder-guided sweep (Planet, ASHA; {p['trials']} trials of {epochs} epochs, "
              f"the lesson plan's data and budget)")
@@ -92,7 +92,7 @@ def demo_sweep(out: Path, planet: dict, p: dict, report) -> dict:
 
 def demo_camvid(out: Path, p: dict, report) -> dict:
     """Generate CamVid, show a batch, lr_find, train a U-Net (frozen, then unfrozen with a slice)."""
-    from ..tasks import camvid
+    camvid = TASKS["camvid"]
 
     section = report.section("CamVid: segmentation with a U-Net")
     heading("CamVid: generated data")
@@ -127,7 +127,7 @@ def demo_camvid(out: Path, p: dict, report) -> dict:
 
 def demo_head_pose(out: Path, p: dict, report) -> dict:
     """Generate BIWI, show a batch, lr_find, train the point regressor, validated on the held-out person 13."""
-    from ..tasks import head_pose
+    head_pose = TASKS["head_pose"]
 
     section = report.section("Head pose: regressing the head centre")
     heading("Head pose: generated data")

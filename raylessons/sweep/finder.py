@@ -15,27 +15,27 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
+from ..recorder import plot_finder, suggest_lr
+from ..schedule import suggest_slice
+from ..tasks import get_task
+
 __all__ = ["run_finders", "FINDERS_FILE"]
 
 FINDERS_FILE = "finders.json"
 
 
 def _learner(task_name: str, task_config: dict, threads: int, seed: int):
-    import torch
-
-    from ..tasks import build_task_learner
-
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    learn = build_task_learner(task_name, task_config)
+    learn = get_task(task_name).learner(task_config)
     learn.recorder.verbose = False
     return learn
 
 
 def _frozen(task_name: str, task_config: dict, out: str, threads: int, seed: int, clamp: tuple,
             num_it: int = 100) -> dict:
-    from ..recorder import plot_finder, suggest_lr
-
     learn = _learner(task_name, task_config, threads, seed)
     learn.freeze()  # the guide is for a frozen first stage: measured on the head alone, pretrained or not
     trainable = learn.trainable_counts()
@@ -52,9 +52,6 @@ def _frozen(task_name: str, task_config: dict, out: str, threads: int, seed: int
 
 def _unfrozen(task_name: str, task_config: dict, out: str, threads: int, seed: int, stage1_lr: float,
               warmup_epochs: int, divisor: float, num_it: int = 100) -> dict:
-    from ..recorder import plot_finder
-    from ..schedule import suggest_slice
-
     learn = _learner(task_name, task_config, threads, seed)
     if warmup_epochs:
         learn.freeze()

@@ -1,22 +1,17 @@
-"""The lesson's recipes: data + learner + default plan for each workflow."""
+"""The lesson's recipes, one `Task` each (`tasks/<name>.py` declares `TASK`), in one registry."""
 from __future__ import annotations
 
-import importlib
+from ..errors import ConfigError
+from . import camvid, head_pose, imdb_clas, imdb_lm, planet
+from .task import Task
 
-__all__ = ["TASKS", "get_task", "build_task_learner"]
+__all__ = ["TASKS", "Task", "get_task"]
 
-TASKS = ("planet", "camvid", "head_pose", "imdb_lm", "imdb_clas")
+TASKS: dict[str, Task] = {m.TASK.name: m.TASK for m in (planet, camvid, head_pose, imdb_lm, imdb_clas)}
 
 
-def get_task(name: str):
-    """The task module `name` (build_data, build_learner, default_plan, METRIC, MODE, Config)."""
+def get_task(name: str) -> Task:
+    """The task `name`; an unknown name is a ConfigError listing the known ones."""
     if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
-    return importlib.import_module(f"raylessons.tasks.{name}")
-
-
-def build_task_learner(name: str, task_config: dict, device=None):
-    """Task `name`'s learner on its data as `task_config` describes them (one process, no DDP)."""
-    task = get_task(name)
-    cfg = task.Config(**task_config)
-    return task.build_learner(task.build_data(cfg), cfg, device=device)
+        raise ConfigError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+    return TASKS[name]

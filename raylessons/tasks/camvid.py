@@ -4,16 +4,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data.block import SegmentationItemList
 from ..data.transforms import get_transforms, imagenet_stats
-from ..data.vision import read_codes
+from ..data.vision import SegmentationItemList, read_codes
 from ..metrics import accuracy_ignoring
+from ..options import parse_size
+from ..vision_learner import unet_learner
+from .task import Task
 
-__all__ = ["Config", "METRIC", "MODE", "SYNC_BN", "build_source", "build_data", "build_learner",
-           "default_plan", "smoke_plan", "get_y_fn", "acc_camvid"]
+__all__ = ["TASK", "VOID", "Config", "acc_camvid", "build_data", "build_learner", "build_source", "default_plan",
+           "get_y_fn", "smoke_plan"]
 
-METRIC, MODE = "acc_camvid", "max"
-SYNC_BN = True  # multi-GPU workers normalise over the global batch (U-Net batches are a few images each)
 VOID = 30  # CamVid's Void index in codes.txt
 
 
@@ -29,18 +29,23 @@ _acc_void = accuracy_ignoring(VOID)
 class Config:
     """Where CamVid is and how to build data and model (the lesson's values by default)."""
 
-    data: str = "~/.raylessons/data/camvid"
-    images: str = "images"
-    labels: str = "labels"
-    codes: str = "codes.txt"
-    valid: str = "valid.txt"
-    size: list = field(default_factory=lambda: [360, 480])  # src_size // 2
-    bs: int = 8
-    arch: str = "resnet34"
-    pretrained: bool | str = False
-    num_workers: int = 0
-    on_bad_item: str = "raise"  # "skip": corrupt images or masks are logged and left out
-    tfms: dict = field(default_factory=dict)  # get_transforms() defaults
+    data: str = field(default="~/.raylessons/data/camvid", metadata={
+        "help": "dataset root (the real layout or a generated look-alike)", "required": True})
+    images: str = field(default="images", metadata={"help": "the frames' folder, relative to data"})
+    labels: str = field(default="labels", metadata={"help": "the masks' folder, relative to data"})
+    codes: str = field(default="codes.txt", metadata={"help": "the class names, one a line, relative to data"})
+    valid: str = field(default="valid.txt", metadata={"help": "the validation frames' names, relative to data"})
+    size: int | list[int] = field(default_factory=lambda: [360, 480], metadata={
+        "help": "image size of the first stage: 360,480 (height,width; the lesson's src_size // 2) or one side",
+        "parse": parse_size})
+    bs: int = field(default=8, metadata={"help": "batch size"})
+    arch: str = field(default="resnet34", metadata={"help": "resnet18 | resnet34 | resnet50 (the U-Net's encoder)"})
+    pretrained: bool | str = field(default=False, metadata={
+        "help": "true (torchvision ImageNet weights), false, or a local weights file"})
+    num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
+    on_bad_item: str = field(default="raise", metadata={
+        "help": "raise, or skip (log and leave out) corrupt images or masks", "choices": ("raise", "skip")})
+    tfms: dict = field(default_factory=dict, metadata={"help": "get_transforms() arguments, as JSON"})
 
 
 def get_y_fn(x: Path, labels: str | Path) -> Path:
@@ -71,8 +76,6 @@ def build_data(cfg: Config, size=None, src=None, bs: int | None = None):
 
 def build_learner(data, cfg: Config, **kwargs):
     """unet_learner(data, arch, metrics=acc_camvid, wd=1e-2), Void taken from the codes."""
-    from ..vision_learner import unet_learner
-
     void = data.label.void_code
     metric = acc_camvid if void in (None, VOID) else accuracy_ignoring(void)
     learn = unet_learner(data, cfg.arch, metrics=[metric], wd=1e-2, pretrained=cfg.pretrained, **kwargs)
@@ -96,3 +99,8 @@ def smoke_plan() -> list[dict]:
     """Two one-epoch stages (frozen, then unfrozen with a slice)."""
     return [{"freeze": True, "epochs": 1, "max_lr": "slice(3e-3)", "pct_start": 0.9},
             {"unfreeze": True, "epochs": 1, "max_lr": "slice(7.5e-6, 7.5e-4)", "pct_start": 0.8}]
+
+
+# multi-GPU workers normalise over the global batch: U-Net batches are a few images each
+TASK = Task("camvid", Config, build_source, build_data, build_learner,
+            plans={"lesson": default_plan, "smoke": smoke_plan}, metric="acc_camvid", mode="max", sync_bn=True)

@@ -7,36 +7,41 @@ from pathlib import Path
 import torch
 
 from ..data.biwi import get_ctr
-from ..data.block import PointsItemList
 from ..data.transforms import get_transforms, imagenet_stats
+from ..data.vision import PointsItemList
 from ..metrics import MSELossFlat
+from ..options import parse_size
 from ..vision_learner import cnn_learner
+from .task import Task
 
-__all__ = ["Config", "METRIC", "MODE", "SYNC_BN", "build_source", "build_data", "build_learner",
-           "default_plan", "smoke_plan"]
-
-METRIC, MODE = "valid_loss", "min"  # MSE in [-1, 1] coordinates; the lesson has no other metric
-SYNC_BN = False
+__all__ = ["TASK", "Config", "build_data", "build_learner", "build_source", "default_plan", "smoke_plan"]
 
 
 @dataclass
 class Config:
     """Where BIWI is and how to build data and model (the lesson's values by default)."""
 
-    data: str = "~/.raylessons/data/biwi_head_pose"
-    valid_folder: str = "13"  # one held-out person
-    size: list = field(default_factory=lambda: [120, 160])  # 480x640 squished by exactly 1/4
-    bs: int = 64
-    arch: str = "resnet34"
-    pretrained: bool | str = False
-    num_workers: int = 0
-    on_bad_item: str = "raise"  # "skip": corrupt images are logged and left out
-    ps: float = 0.5  # head dropout (fastai's default)
+    data: str = field(default="~/.raylessons/data/biwi_head_pose", metadata={
+        "help": "dataset root (the real layout or a generated look-alike)", "required": True})
+    valid_folder: str = field(default="13", metadata={"help": "the held-out person's folder (validation)"})
+    size: int | list[int] = field(default_factory=lambda: [120, 160], metadata={
+        "help": "image size of the first stage: 120,160 (height,width; 480x640 squished by exactly 1/4) or one side",
+        "parse": parse_size})
+    bs: int = field(default=64, metadata={"help": "batch size"})
+    arch: str = field(default="resnet34", metadata={"help": "resnet18 | resnet34 | resnet50"})
+    pretrained: bool | str = field(default=False, metadata={
+        "help": "true (torchvision ImageNet weights), false, or a local weights file"})
+    num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
+    on_bad_item: str = field(default="raise", metadata={
+        "help": "raise, or skip (log and leave out) corrupt images", "choices": ("raise", "skip")})
+    ps: float = field(default=0.5, metadata={"help": "head dropout (fastai's default)"})
     # from scratch, a zero final layer makes the untrained model predict the image centre (MSE ~0.03) instead of
     # kaiming-sized noise (MSE ~2) that the first epochs would spend shrinking
-    zero_head: bool = False
-    remove_out: bool = True  # a point an augmentation pushes out of the image is dropped (NaN, skipped by the loss)
-    tfms: dict = field(default_factory=dict)  # get_transforms() defaults
+    zero_head: bool = field(default=False, metadata={
+        "help": "start the head's last layer at zero (predict the centre; from scratch)"})
+    remove_out: bool = field(default=True, metadata={
+        "help": "drop a point an augmentation pushes out of the image (NaN, skipped by the loss)"})
+    tfms: dict = field(default_factory=dict, metadata={"help": "get_transforms() arguments, as JSON"})
 
 
 def build_source(cfg: Config):
@@ -77,3 +82,8 @@ def smoke_plan() -> list[dict]:
     """One frozen epoch and one unfrozen epoch."""
     return [{"freeze": True, "epochs": 1, "max_lr": "slice(2e-2)"},
             {"unfreeze": True, "epochs": 1, "max_lr": "slice(1e-4, 1e-3)"}]
+
+
+# the metric is the MSE in [-1, 1] coordinates: the lesson has no other
+TASK = Task("head_pose", Config, build_source, build_data, build_learner,
+            plans={"lesson": default_plan, "smoke": smoke_plan}, metric="valid_loss", mode="min")

@@ -5,17 +5,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.text import TextList
+from ..data.vocab import Vocab
 from ..errors import ConfigError
 from ..learner_io import EXPORT_MODEL, read_export_meta
 from ..models.awd_lstm import load_lm_checkpoint
-from ..data.vocab import Vocab
-from ..text_learner import AWD_LSTM, text_classifier_learner
+from ..text_learner import AWD_LSTM, is_lm_export, text_classifier_learner
+from .task import Task
 
-__all__ = ["Config", "METRIC", "MODE", "SYNC_BN", "build_source", "build_data", "build_learner", "default_plan",
-           "smoke_plan", "lm_meta"]
+__all__ = ["TASK", "Config", "build_data", "build_learner", "build_source", "default_plan", "lm_meta", "smoke_plan"]
 
-METRIC, MODE = "accuracy", "max"
-SYNC_BN = False
 MOMS = [0.8, 0.7]
 _SIZES = ("emb_sz", "n_hid", "n_layers", "pad_token")
 
@@ -24,17 +22,20 @@ _SIZES = ("emb_sz", "n_hid", "n_layers", "pad_token")
 class Config:
     """Where IMDB and the fine-tuned LM export are, and how to build the classifier (the lesson's values)."""
 
-    data: str = "~/.raylessons/data/imdb"
-    lm_export: str = ""  # the export of the LM run (jobs/imdb_lm.py): its vocab and encoder are used
-    train: str = "train"
-    valid: str = "test"
-    classes: list = field(default_factory=lambda: ["neg", "pos"])
-    bs: int = 48
-    drop_mult: float = 0.5
-    on_bad_item: str = "raise"  # "skip": empty reviews are logged and left out
-    model: dict = field(default_factory=dict)  # dropout overrides; sizes always come from the LM
-    size: object = None  # unused (the image tasks' knob)
-    pretrained: bool | str = False  # unused: the encoder comes from lm_export
+    data: str = field(default="~/.raylessons/data/imdb", metadata={
+        "help": "dataset root (the real layout or a generated look-alike)", "required": True})
+    # checked by lm_meta (a ConfigError) rather than by the command line: `--set lm_export=DIR` gives it too
+    lm_export: str = field(default="", metadata={
+        "help": "export directory of the fine-tuned LM (jobs/imdb_lm.py): its vocab and encoder"})
+    train: str = field(default="train", metadata={"help": "the training reviews' folder, relative to data"})
+    valid: str = field(default="test", metadata={"help": "the validation reviews' folder, relative to data"})
+    classes: list = field(default_factory=lambda: ["neg", "pos"], metadata={"help": "the label folders, as JSON"})
+    bs: int = field(default=48, metadata={"help": "batch size"})
+    drop_mult: float = field(default=0.5, metadata={"help": "scales every dropout of the classifier"})
+    on_bad_item: str = field(default="raise", metadata={
+        "help": "raise, or skip (log and leave out) empty reviews", "choices": ("raise", "skip")})
+    model: dict = field(default_factory=dict, metadata={
+        "help": "dropout overrides, as JSON (sizes always come from the LM)"})
 
 
 def lm_meta(cfg: Config) -> dict:
@@ -42,7 +43,7 @@ def lm_meta(cfg: Config) -> dict:
     if not cfg.lm_export:
         raise ConfigError("the classifier needs lm_export: the export directory of the fine-tuned language model")
     meta = read_export_meta(Path(cfg.lm_export).expanduser())
-    if meta.get("label_kind") != "lm" or "itos" not in meta:
+    if not is_lm_export(meta):
         raise ConfigError(f"{cfg.lm_export} is not a language-model export (label_kind {meta.get('label_kind')!r})")
     return meta
 
@@ -89,3 +90,7 @@ def smoke_plan() -> list[dict]:
     """The head, then freeze_to(-2), one epoch each."""
     return [{"freeze": True, "epochs": 1, "max_lr": 2e-2, "moms": MOMS},
             {"freeze_to": -2, "epochs": 1, "max_lr": "slice(0.000218828, 0.01)", "moms": MOMS}]
+
+
+TASK = Task("imdb_clas", Config, build_source, build_data, build_learner,
+            plans={"lesson": default_plan, "smoke": smoke_plan}, metric="accuracy", mode="max")

@@ -6,12 +6,10 @@ from pathlib import Path
 
 from ..data.text import TextList
 from ..text_learner import AWD_LSTM, language_model_learner
+from .task import Task
 
-__all__ = ["Config", "METRIC", "MODE", "SYNC_BN", "build_source", "build_data", "build_learner", "default_plan",
-           "smoke_plan"]
+__all__ = ["MOMS", "TASK", "Config", "build_data", "build_learner", "build_source", "default_plan", "smoke_plan"]
 
-METRIC, MODE = "accuracy", "max"  # next-token accuracy
-SYNC_BN = False
 MOMS = [0.8, 0.7]  # lower momentum helps RNNs (the lesson)
 
 
@@ -19,19 +17,23 @@ MOMS = [0.8, 0.7]  # lower momentum helps RNNs (the lesson)
 class Config:
     """Where IMDB is and how to build the LM data and model (the lesson's values by default)."""
 
-    data: str = "~/.raylessons/data/imdb"
-    include: list = field(default_factory=lambda: ["train", "test", "unsup"])
-    valid_pct: float = 0.1
-    seed: int = 42
-    bs: int = 48
-    bptt: int = 70
-    max_vocab: int = 60000
-    min_freq: int = 3
-    drop_mult: float = 0.3
-    on_bad_item: str = "raise"  # "skip": empty reviews are logged and left out
-    pretrained: bool | str = False  # True: fastai's WT103; a path: wt103-fwd folder or a `pretrain-lm` export
-    model: dict = field(default_factory=dict)  # AWDLSTMConfig overrides, e.g. {"emb_sz": 64, "n_hid": 128}
-    size: object = None  # unused (the image tasks' knob); kept so every task takes the same options
+    data: str = field(default="~/.raylessons/data/imdb", metadata={
+        "help": "dataset root (the real layout or a generated look-alike)", "required": True})
+    include: list = field(default_factory=lambda: ["train", "test", "unsup"], metadata={
+        "help": "the folders whose texts the LM reads, as JSON ([]: every text under data)"})
+    valid_pct: float = field(default=0.1, metadata={"help": "share of the texts held out for validation"})
+    seed: int = field(default=42, metadata={"help": "seed of the random validation split"})
+    bs: int = field(default=48, metadata={"help": "batch size (rows of the token stream)"})
+    bptt: int = field(default=70, metadata={"help": "tokens per row of a batch (back-propagation through time)"})
+    max_vocab: int = field(default=60000, metadata={"help": "the vocabulary's size at most"})
+    min_freq: int = field(default=3, metadata={"help": "a token seen fewer times is unknown"})
+    drop_mult: float = field(default=0.3, metadata={"help": "scales every dropout of the AWD-LSTM"})
+    on_bad_item: str = field(default="raise", metadata={
+        "help": "raise, or skip (log and leave out) empty reviews", "choices": ("raise", "skip")})
+    pretrained: bool | str = field(default=False, metadata={
+        "help": "true (fastai's WT103), false, or a wt103-fwd folder or a pretrain-lm export"})
+    model: dict = field(default_factory=dict, metadata={
+        "help": 'AWDLSTMConfig overrides, as JSON, e.g. {"emb_sz": 64, "n_hid": 128}'})
 
 
 def build_source(cfg: Config):
@@ -68,3 +70,8 @@ def smoke_plan() -> list[dict]:
     """One frozen and one unfrozen epoch."""
     return [{"freeze": True, "epochs": 1, "max_lr": 1e-2, "moms": MOMS},
             {"unfreeze": True, "epochs": 1, "max_lr": 1e-3, "moms": MOMS}]
+
+
+# the metric is next-token accuracy; `raylessons sweep` offers the classifier (imdb_clas), not the LM
+TASK = Task("imdb_lm", Config, build_source, build_data, build_learner,
+            plans={"lesson": default_plan, "smoke": smoke_plan}, metric="accuracy", mode="max", sweep=False)

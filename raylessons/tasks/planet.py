@@ -3,17 +3,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 from ..data.block import ImageList
 from ..data.transforms import get_transforms, imagenet_stats
 from ..metrics import accuracy_thresh, fbeta
+from ..options import parse_size
 from ..vision_learner import cnn_learner
+from .task import Task
 
-__all__ = ["Config", "METRIC", "MODE", "build_source", "build_data", "build_learner", "default_plan",
-           "smoke_plan", "acc_02", "f_score"]
-
-METRIC, MODE = "fbeta", "max"
-SYNC_BN = False
+__all__ = ["TASK", "Config", "acc_02", "build_data", "build_learner", "build_source", "default_plan", "f_score",
+           "smoke_plan"]
 
 acc_02 = partial(accuracy_thresh, thresh=0.2)
 f_score = partial(fbeta, thresh=0.2)
@@ -23,27 +23,32 @@ f_score = partial(fbeta, thresh=0.2)
 class Config:
     """Where the data is and how to build data and model (the lesson's values by default)."""
 
-    data: str = "~/.raylessons/data/planet"
-    csv: str = "train_v2.csv"
-    folder: str = "train-jpg"
-    suffix: str = ".jpg"
-    size: int = 128
-    bs: int = 64
-    valid_pct: float = 0.2
-    seed: int = 42
-    arch: str = "resnet34"
-    pretrained: bool | str = False
-    num_workers: int = 0
-    threshold: float = 0.2
-    on_bad_item: str = "raise"
-    tfms: dict = field(default_factory=lambda: dict(flip_vert=True, max_lighting=0.1, max_zoom=1.05,
-                                                    max_warp=0.0))
+    data: str = field(default="~/.raylessons/data/planet", metadata={
+        "help": "dataset root (the real layout or a generated look-alike)", "required": True})
+    csv: str = field(default="train_v2.csv", metadata={
+        "help": "the labels table (image_name, tags), relative to data"})
+    folder: str = field(default="train-jpg", metadata={"help": "the images' folder, relative to data"})
+    suffix: str = field(default=".jpg", metadata={"help": "the images' file suffix"})
+    size: int | list[int] = field(default=128, metadata={
+        "help": "image size of the first stage: 128 (square) or 128,160 (height,width)", "parse": parse_size})
+    bs: int = field(default=64, metadata={"help": "batch size"})
+    valid_pct: float = field(default=0.2, metadata={"help": "share of the images held out for validation"})
+    seed: int = field(default=42, metadata={"help": "seed of the random validation split"})
+    arch: str = field(default="resnet34", metadata={"help": "resnet18 | resnet34 | resnet50"})
+    pretrained: bool | str = field(default=False, metadata={
+        "help": "true (torchvision ImageNet weights), false, or a local weights file"})
+    num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
+    threshold: float = field(default=0.2, metadata={
+        "help": "probability above which a tag is predicted (exported for serving)"})
+    on_bad_item: str = field(default="raise", metadata={
+        "help": "raise, or skip (log and leave out) corrupt images", "choices": ("raise", "skip")})
+    tfms: dict = field(default_factory=lambda: {"flip_vert": True, "max_lighting": 0.1, "max_zoom": 1.05,
+                                                "max_warp": 0.0},
+                       metadata={"help": "get_transforms() arguments, as JSON"})
 
 
 def build_source(cfg: Config):
     """ImageList.from_csv(...).split_by_rand_pct(...).label_from_df(label_delim=' ')."""
-    from pathlib import Path
-
     path = Path(cfg.data).expanduser()
     return (ImageList.from_csv(path, cfg.csv, folder=cfg.folder, suffix=cfg.suffix, on_bad_item=cfg.on_bad_item)
             .split_by_rand_pct(cfg.valid_pct, seed=cfg.seed)
@@ -81,3 +86,7 @@ def smoke_plan() -> list[dict]:
     """Two one-epoch stages: enough to exercise freezing, slices, checkpoints and resume."""
     return [{"freeze_to": -1, "epochs": 1, "max_lr": "slice(1e-2)"},
             {"unfreeze": True, "epochs": 1, "max_lr": "slice(1e-5, 1e-3)"}]
+
+
+TASK = Task("planet", Config, build_source, build_data, build_learner,
+            plans={"lesson": default_plan, "smoke": smoke_plan}, metric="fbeta", mode="max")

@@ -1,0 +1,133 @@
+"""`SweepConfig`: everything a sweep needs, as plain data (its fields are `raylessons sweep`'s options), and its
+checks, all made before Ray starts."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError
+from ..tasks import TASKS, get_task
+from .space import build_space, plan_from_config
+
+__all__ = ["SCHEDULERS", "SWEEP_TASKS", "SweepConfig", "check_sweep", "experiment_name"]
+
+SCHEDULERS = ("asha", "fifo")
+SWEEP_TASKS = tuple(name for name, task in TASKS.items() if task.sweep)
+
+
+def _number(text: str) -> float:
+    """'0.5', '1e-3' or a power such as '2.6**4' (fastai's ULMFiT ratio)."""
+    base, sep, power = text.strip().partition("**")
+    return float(base) ** float(power) if sep else float(base)
+
+
+def parse_floats(value: str) -> list[float]:
+    """'10,2.6**4' -> [10.0, 45.6976]."""
+    try:
+        return [_number(v) for v in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers (2.6**4 allowed), got {value!r}") from None
+
+
+def parse_schedules(value: str) -> list:
+    """'two_stage,gradual' or a JSON list of schedules, e.g. '[[-1, "all"], "all"]'."""
+    value = value.strip()
+    if value.startswith("["):
+        return json.loads(value)
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+FLOATS = {"parse": parse_floats, "metavar": "X,Y"}  # the metadata of a list of numbers on the command line
+
+
+@dataclass
+class SweepConfig:
+    """Everything a sweep needs, as plain data (its hash names the experiment)."""
+
+    task: str = field(metadata={"help": "the workflow", "choices": SWEEP_TASKS})
+    task_config: dict = field(default_factory=dict, metadata={"help": "the task's options (its Config's fields)"})
+    trials: int = field(default=8, metadata={"help": "trials to run"})
+    max_concurrent: int = field(default=2, metadata={"help": "trials running at once"})
+    scheduler: str = field(default="asha", metadata={"help": "asha stops weak trials early; fifo runs all",
+                                                     "choices": SCHEDULERS})
+    epochs: int = field(default=4, metadata={"help": "epoch budget of every trial (ASHA's max_t)"})
+    grace_period: int = field(default=1, metadata={"help": "ASHA: epochs before the first cut"})
+    reduction_factor: int = field(default=2, metadata={"help": "ASHA: keep the top 1/reduction_factor at each rung"})
+    metric: str | None = field(default=None, metadata={"help": "what trials are ranked by",
+                                                       "default_text": "the task's metric"})
+    mode: str | None = field(default=None, metadata={"help": "min or max", "choices": ("min", "max"),
+                                                     "default_text": "the task's mode"})
+    schedules: list = field(default_factory=lambda: ["two_stage"], metadata={
+        "help": "unfreezing schedules to search: two_stage, gradual, all, head or JSON lists",
+        "parse": parse_schedules})
+    ratios: list = field(default_factory=lambda: [10.0, 100.0], metadata={
+        "help": "upper/lower ratios, e.g. 10,2.6**4", **FLOATS})
+    band: float = field(default=3.0, metadata={"help": "search [guide/band, guide*band] around each guide"})
+    stage1_fracs: list = field(default_factory=lambda: [0.25, 0.5], metadata={
+        "help": "shares of the epoch budget the first stage gets", **FLOATS})
+    pct_start: list | None = field(default=None, metadata={"help": "pct_start values to search", **FLOATS})
+    moms: list | None = field(default=None, metadata={"help": "(max, min) momentum pairs to search, as JSON"})
+    wd: list | None = field(default=None, metadata={"help": "LOW,HIGH: search wd log-uniformly", **FLOATS})
+    divisor: float = field(default=5.0, metadata={"help": "unfrozen upper = stage-1 rate / divisor"})
+    warmup_epochs: int = field(default=1, metadata={"help": "frozen epochs before the unfrozen finder"})
+    finder_iters: int = field(default=100, metadata={"help": "batches of each LR finder run (lr_find's num_it)"})
+    guide_clamp: list = field(default_factory=lambda: [1e-4, 1e-1], metadata={
+        "help": "LOW,HIGH: the frozen finder's guide is kept in this range", **FLOATS})
+    workers_per_trial: int = field(default=1, metadata={"help": "> 1: each trial runs DDP on Ray Train"})
+    cpus_per_trial: float | None = field(default=None, metadata={
+        "help": "CPUs of a trial, per worker if DDP", "default_text": "the cluster's CPUs / max_concurrent"})
+    gpus_per_trial: float = field(default=0, metadata={
+        "help": "GPUs per worker; fractions only for single-worker trials"})
+    configs: list | None = field(default=None, metadata={
+        "help": "explicit trial configs, as JSON, evaluated first (e.g. a benchmark's fixed plans)"})
+    storage_path: str = field(default="~/raylessons_results", metadata={"help": "where sweeps are stored",
+                                                                        "flag": "--storage"})
+    name: str | None = field(default=None, metadata={
+        "help": "experiment name", "default_text": "sweep-<task>-<hash of the options>: a rerun restores it"})
+    seed: int = field(default=0, metadata={"help": "seed of the search and of every trial"})
+    verbose: int = field(default=1, metadata={"help": "Tune's progress output: 0 silent, 1 status tables, 2 every "
+                                                      "result"})
+
+
+def experiment_name(cfg: SweepConfig) -> str:
+    """`sweep-<task>-<hash>`: the same options give the same name, so a rerun restores the experiment."""
+    data = dataclasses.asdict(cfg)
+    data.pop("name"), data.pop("storage_path"), data.pop("verbose")
+    digest = hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return f"sweep-{cfg.task}-{digest}"
+
+
+def check_sweep(cfg: SweepConfig) -> tuple[str, str]:
+    """(metric, mode) of `cfg` once every option is checked; a bad one is a ConfigError (before Ray starts)."""
+    task = get_task(cfg.task)
+    if cfg.scheduler not in SCHEDULERS:
+        raise ConfigError(f"unknown scheduler {cfg.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+    for name in ("trials", "max_concurrent", "epochs", "grace_period", "workers_per_trial", "finder_iters"):
+        if int(getattr(cfg, name)) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if len(cfg.guide_clamp) != 2 or not 0 < cfg.guide_clamp[0] < cfg.guide_clamp[1]:
+        raise ConfigError(f"guide_clamp must be [low, high] with 0 < low < high, got {cfg.guide_clamp}")
+    if cfg.reduction_factor < 2:
+        raise ConfigError(f"reduction_factor must be >= 2, got {cfg.reduction_factor}")
+    if cfg.gpus_per_trial < 0 or (cfg.workers_per_trial > 1 and cfg.gpus_per_trial not in (0, 1)):
+        raise ConfigError(f"gpus_per_trial={cfg.gpus_per_trial}: DDP trials ({cfg.workers_per_trial} workers) "
+                          "take whole GPUs (0 or 1 per worker); fractions are for single-worker trials")
+    mode = cfg.mode or task.mode
+    if mode not in ("min", "max"):
+        raise ConfigError(f"mode must be 'min' or 'max', got {mode!r}")
+    if cfg.configs is not None and not cfg.configs:
+        raise ConfigError("configs is an empty list: the search space is empty")
+    build_space(1e-2, 1e-3, band=cfg.band, ratios=cfg.ratios, schedules=cfg.schedules,
+                stage1_fracs=cfg.stage1_fracs, pct_start=cfg.pct_start, moms=cfg.moms, wd=cfg.wd)
+    for sched in cfg.schedules:
+        plan_from_config({"schedule": sched, "stage1_lr": 1e-2, "upper": 1e-3}, cfg.epochs)  # budget fits
+    for point in cfg.configs or []:
+        missing = {"stage1_lr", "upper"} - set(point)
+        if missing:
+            raise ConfigError(f"trial config {point} lacks {sorted(missing)}")
+        plan_from_config(point, cfg.epochs)
+    task.config(cfg.task_config)  # unknown task options
+    return cfg.metric or task.metric, mode
