@@ -18,60 +18,36 @@ mid-epoch again and again, a sweep driver killed mid-way. Prints the figures of 
    Trials finished before / after, and trials run to completion more than once.
 """
 
+import argparse
+import asyncio
+import json
 import os
+import random
+import subprocess
 import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
 
-# bench/tokenize.py would shadow the standard library's tokenize module for scripts run from here
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+import serve_load as sl  # bench/serve_load.py, beside this script
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import random  # noqa: E402
-import signal  # noqa: E402
-import struct  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import zlib  # noqa: E402
-from pathlib import Path  # noqa: E402
+from raylessons.testing.faults import (
+    declaring,
+    image_bytes,
+    serve_replicas,
+    sigkill,
+    train_workers,
+)
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
 HOST = "127.0.0.1"  # never anything but loopback
 DURING_S = 12.0  # the window after a kill counted as "during"
 
 
-def _load_module(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 # --- 1. a replica killed under load ---
 
-def _replicas(app: str, deployment: str) -> dict[int, int]:
-    """{pid: resident kB} of the live replicas of `app`'s `deployment` ("" for all of them)."""
-    out = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            title = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[0].decode(errors="replace")
-            if title.startswith(f"ray::ServeReplica:{app}:{deployment}"):
-                out[int(pid)] = int(open(f"/proc/{pid}/status").read().split("VmRSS:")[1].split()[0])
-        except (OSError, IndexError):
-            continue
-    return out
-
-
 async def _steady_users(url_port: int, body: bytes, users: int, seconds: float, rows: list) -> None:
-    sl = _load_module("serve_load")
     stop_at = time.perf_counter() + seconds
     await asyncio.gather(*(sl._user(url_port, "/planet", body, "image/jpeg", stop_at, [10**6], rows)
                            for _ in range(users)))
@@ -80,7 +56,7 @@ async def _steady_users(url_port: int, body: bytes, users: int, seconds: float, 
 def replica_kill(port: int, body: bytes, seconds: float, users: int = 4) -> dict:
     """Load for `seconds`; one of the 2 planet replicas SIGKILLed at a third of it. Answers, failures and
     throughput before the kill, in the DURING_S after it, and after that."""
-    pids = sorted(_replicas("raylessons", "planet"))
+    pids = sorted(serve_replicas("raylessons", "planet"))
     assert len(pids) == 2, f"expected 2 planet replicas, found {pids}"
     rows: list = []
     start = time.perf_counter()
@@ -88,7 +64,7 @@ def replica_kill(port: int, body: bytes, seconds: float, users: int = 4) -> dict
     loader.start()
     time.sleep(seconds / 3)
     killed_at = time.perf_counter()
-    os.kill(pids[0], signal.SIGKILL)
+    sigkill(pids[0])
     loader.join()
     end = max(t + lat for t, lat, _ in rows)
     windows = {"before": (start, killed_at), "during": (killed_at, killed_at + DURING_S),
@@ -103,30 +79,10 @@ def replica_kill(port: int, body: bytes, seconds: float, users: int = 4) -> dict
 
 # --- 2. malformed bodies ---
 
-def _image(fmt: str, w: int = 40, h: int = 30) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", (w, h), (10, 200, 30)).save(buf, format=fmt)
-    return buf.getvalue()
-
-
-def _declaring(fmt: str, w: int, h: int) -> bytes:
-    """A small image whose header claims w x h pixels (the PNG's CRC is fixed, so only a size check stops it)."""
-    data = bytearray(_image(fmt))
-    if fmt == "PNG":
-        data[16:24] = struct.pack(">II", w, h)
-        data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    else:
-        sof = data.index(b"\xff\xc0")
-        data[sof + 5:sof + 9] = struct.pack(">HH", h, w)
-    return bytes(data)
-
-
 def malformed_bodies(n: int, max_body: int, seed: int = 0) -> list[tuple[str, str, bytes]]:
     """`n` (path, content type, body) triples, each malformed by construction, cycling over the kinds."""
     rng = random.Random(seed)
-    images = [_image("PNG"), _image("JPEG")]
+    images = [image_bytes(fmt="PNG"), image_bytes(fmt="JPEG")]
     image_paths, image_types = ["/planet", "/camvid", "/headpose"], ["image/jpeg", "image/png",
                                                                       "application/octet-stream"]
     kinds = [
@@ -134,7 +90,7 @@ def malformed_bodies(n: int, max_body: int, seed: int = 0) -> list[tuple[str, st
         lambda: (rng.choice(image_paths), rng.choice(image_types),
                  (img := rng.choice(images))[:int(len(img) * rng.uniform(0, 0.7))]),
         lambda: (rng.choice(image_paths), rng.choice(image_types),
-                 _declaring(rng.choice(["PNG", "JPEG"]), rng.randint(7000, 65535), rng.randint(7000, 65535))),
+                 declaring(rng.randint(7000, 65535), rng.randint(7000, 65535), rng.choice(["PNG", "JPEG"]))),
         lambda: (rng.choice(image_paths + ["/sentiment"]), rng.choice(["text/plain", "application/xml", "video/mp4"]),
                  rng.choice(images)),
         lambda: ("/sentiment", "application/json", b"[" * (n_ := rng.randint(1000, 60000)) + b"]" * n_),
@@ -162,14 +118,14 @@ async def _send_all(port: int, requests: list, concurrency: int = 4) -> list[int
 
 
 def hostile_input(port: int, n: int, max_body: int) -> dict:
-    idle = _replicas("raylessons", "")
+    idle = serve_replicas("raylessons", "")
     names = {pid: f"{d}:{pid}" for d in ("Ingress", "planet", "camvid", "head_pose", "sentiment")
-             for pid in _replicas("raylessons", d)}
+             for pid in serve_replicas("raylessons", d)}
     peak, stop = dict(idle), threading.Event()
 
     def sample():
         while not stop.wait(0.05):
-            for pid, kb in _replicas("raylessons", "").items():
+            for pid, kb in serve_replicas("raylessons", "").items():
                 peak[pid] = max(peak.get(pid, 0), kb)
 
     sampler = threading.Thread(target=sample)
@@ -181,7 +137,7 @@ def hostile_input(port: int, n: int, max_body: int) -> dict:
         sampler.join()
     return {"sent": len(statuses), "4xx_json": sum(400 <= s < 500 for s in statuses),
             "5xx": sum(abs(s) >= 500 for s in statuses), "not_json": sum(s < 0 for s in statuses),
-            "replicas_restarted": len(set(idle) - set(_replicas("raylessons", ""))),
+            "replicas_restarted": len(set(idle) - set(serve_replicas("raylessons", ""))),
             "peak_over_idle_memory": round(max(peak[p] / idle[p] for p in idle), 3),
             "idle_mib": {names.get(p, p): round(kb / 1024) for p, kb in idle.items()},
             "peak_mib": {names.get(p, p): round(peak[p] / 1024) for p in idle}}
@@ -190,7 +146,6 @@ def hostile_input(port: int, n: int, max_body: int) -> dict:
 def serve_section(args, tmp: Path) -> dict:
     from raylessons.serving import local
 
-    sl = _load_module("serve_load")
     planet, body = sl.make_export(tmp / "serve", "resnet18", 64)
     exports = _small_exports(tmp)
     port = sl._free_port()
@@ -240,17 +195,6 @@ def _small_exports(tmp: Path) -> dict[str, str]:
 
 # --- 3. Train workers killed again and again ---
 
-def _train_workers() -> list[int]:
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if b"RayTrainWorker" in open(f"/proc/{pid}/cmdline", "rb").read():
-                pids.append(int(pid))
-        except OSError:
-            pass
-    return sorted(pids)
-
-
 def train_section(args, tmp: Path) -> dict:
     from raylessons.data.synth import synth
     from raylessons.distributed.checkpoints import is_complete
@@ -278,10 +222,10 @@ def train_section(args, tmp: Path) -> dict:
             while not is_complete(path) and time.time() < deadline:
                 time.sleep(0.05)
             time.sleep(0.4)
-            workers = _train_workers()
+            workers = train_workers()
             newest = max((p.name for p in (tmp / "killed").glob("checkpoint_s*") if is_complete(p)), default=None)
             if workers:
-                os.kill(workers[-1], signal.SIGKILL)
+                sigkill(workers[-1])
                 kills.append({"after": name, "newest_whole_at_kill": newest})
 
     t = time.perf_counter()
@@ -333,7 +277,7 @@ def sweep_section(args, tmp: Path) -> dict:
         before = _finished(exp, cfg.epochs)
         plans_before = {p.parent.name: json.loads(p.read_text()) for p in exp.glob("sweep_trial_*/plan.json")}
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        sigkill(proc.pid, group=True)
         proc.wait()
     result = run_sweep(cfg)
     after = _finished(exp, cfg.epochs)

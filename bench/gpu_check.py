@@ -33,10 +33,8 @@ from __future__ import annotations
 import os
 import sys
 
-# bench/tokenize.py would shadow the standard library's tokenize module for scripts run from here
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-sys.path.insert(0, os.path.dirname(_HERE))  # the repository root: raylessons without installing it
+# the repository root: the device machine runs raylessons from a copy of the tree, without installing it
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
@@ -59,8 +57,10 @@ from raylessons.callbacks import Callback  # noqa: E402
 from raylessons.data.bunch import DeviceBatch  # noqa: E402
 from raylessons.data.synth import synth  # noqa: E402
 from raylessons.device import default_device, empty_cache, gpu_mem  # noqa: E402
-from raylessons.learner import AdamW  # noqa: E402
-from raylessons.learner_io import load_learner  # noqa: E402
+from raylessons.learner import (
+    AdamW,  # noqa: E402
+    load_learner,  # noqa: E402
+)
 from raylessons.metrics import BCEWithLogitsFlat  # noqa: E402
 from raylessons.models.cnn import create_cnn_model  # noqa: E402
 from raylessons.vision_learner import cnn_learner  # noqa: E402

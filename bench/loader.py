@@ -6,14 +6,6 @@ forward/backward/AdamW step on CPU with 2 threads. Target: loader >= 2x the step
 """
 from __future__ import annotations
 
-import os
-import sys
-
-# bench/tokenize.py would shadow the standard library's tokenize module for scripts run from here
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-
-
 import argparse
 import statistics
 import tempfile
@@ -22,10 +14,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from raylessons.data.synth import synth  # noqa: E402
-from raylessons.tasks import planet  # noqa: E402
+from raylessons.data.synth import synth
+from raylessons.tasks import planet
 
 
 def loader_rate(data, epochs: int = 2) -> float:

@@ -11,24 +11,19 @@ this machine's cores with the servers, as the issue's figures do. Targets at con
 single forward + 10 ms.
 """
 
+import argparse
+import asyncio
+import io
+import json
 import os
+import socket
+import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 
-# bench/tokenize.py would shadow the standard library's tokenize module for scripts run from here
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from raylessons.testing.faults import cpu_seconds_by_process
 
 HOST = "127.0.0.1"  # never anything but loopback
 
@@ -71,26 +66,12 @@ async def _user(port: int, path: str, body: bytes, ctype: str, stop_at: float, b
         writer.close()
 
 
-def _cpu_by_process() -> dict:
-    """CPU seconds so far of every process on this machine, by (pid, name)."""
-    tick, out = os.sysconf("SC_CLK_TCK"), {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            name = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        out[(pid, name[:70] or stat.split("(", 1)[1].split(")")[0])] = (int(fields[11]) + int(fields[12])) / tick
-    return out
-
-
 def measure(port: int, concurrency: int, **point) -> dict:
     """`load` run in a child process without Ray (so the generator's CPU is its own), plus the CPU every
     process spent during it per answered request: where a request's cost goes."""
-    before = _cpu_by_process()
-    code = ("import json, sys; sys.path[:] = [p for p in sys.path if not p.endswith('bench')]; "
-            "import importlib.util as u; s = u.spec_from_file_location('sl', sys.argv[1]); m = u.module_from_spec(s); "
+    before = cpu_seconds_by_process()
+    code = ("import json, sys; import importlib.util as u; s = u.spec_from_file_location('sl', sys.argv[1]); "
+            "m = u.module_from_spec(s); "
             "s.loader.exec_module(m); a = json.loads(sys.argv[2]); a['body'] = open(a['body'], 'rb').read(); "
             "print(json.dumps(m.load(**a)))")
     args = {"port": port, "concurrency": concurrency, **point}
@@ -99,7 +80,7 @@ def measure(port: int, concurrency: int, **point) -> dict:
     if out.returncode:
         raise RuntimeError(f"load generator failed: {out.stderr[-2000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    after, n = _cpu_by_process(), max(1, result["requests"])
+    after, n = cpu_seconds_by_process(), max(1, result["requests"])
     spent = {name: after[key] - before.get(key, 0.0) for key, name in ((k, k[1]) for k in after)}
     top = sorted(((round(1000 * v / n, 1), name) for name, v in spent.items() if v > 0.05), reverse=True)[:6]
     result["cpu_ms_per_request"] = {name: ms for ms, name in top}
@@ -137,7 +118,6 @@ def plain_server(export: str, port: int, threads: int) -> None:
 
     from raylessons.data.imageio import decode_image_bytes
     from raylessons.inference import Predictor
-    from raylessons.serving.app import answer_multi_label  # the same answer the Serve app gives (no Ray started)
 
     torch.set_num_threads(threads)
     predictor = Predictor.from_export(export)
@@ -146,7 +126,7 @@ def plain_server(export: str, port: int, threads: int) -> None:
     @api.post("/planet")
     async def predict(request: Request) -> JSONResponse:  # the Serve replica's work, minus batching and Ray
         x, size = predictor.prepare(decode_image_bytes(await request.body()))
-        return JSONResponse(answer_multi_label(predictor, predictor.forward([x])[0], size))
+        return JSONResponse(predictor.label.answer(predictor, predictor.forward([x])[0], size))  # the app's answer
 
     @api.get("/healthz")
     async def healthz() -> dict:

@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+import serve_fixtures
 import torch
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -70,3 +71,79 @@ def chromium_page():
             yield open_page
         finally:
             browser.close()
+
+
+# ----- the Serve application of tests/test_serve_*.py: its exports built, Ray and Serve started, once for all
+_SERVE = serve_fixtures.SharedServe()
+
+
+@pytest.fixture(scope="session")
+def planet_export(tmp_path_factory) -> tuple[Path, list[Path]]:
+    """An untrained resnet18 Planet export at 32 px, and a few of its images."""
+    return serve_fixtures.planet_export(tmp_path_factory.mktemp("serve"))
+
+
+@pytest.fixture(scope="session")
+def planet_predictor(planet_export):
+    from raylessons.inference import Predictor
+
+    return Predictor.from_export(planet_export[0])
+
+
+@pytest.fixture(scope="session")
+def other_planet_export(planet_export, tmp_path_factory) -> Path:
+    """A second planet export whose answers differ (other weights): what a live swap brings in."""
+    return serve_fixtures.other_planet_export(planet_export, tmp_path_factory.mktemp("serve-swap"))
+
+
+@pytest.fixture(scope="session")
+def spatial_exports(tmp_path_factory) -> dict:
+    """Untrained CamVid and head-pose exports: {task: (export, images)}."""
+    return serve_fixtures.spatial_exports(tmp_path_factory.mktemp("serve-spatial"))
+
+
+@pytest.fixture(scope="session")
+def sentiment_export(tmp_path_factory) -> Path:
+    """An untrained tiny AWD-LSTM classifier export (max_len 20)."""
+    return serve_fixtures.sentiment_export(tmp_path_factory.mktemp("serve-text"))
+
+
+@pytest.fixture(scope="session")
+def _shared_serve():
+    yield _SERVE
+    _SERVE.stop()
+
+
+@pytest.fixture
+def serve_ray(_shared_serve):
+    """The Ray session the shared Serve application runs on (started on first use)."""
+    return _shared_serve.ray()
+
+
+@pytest.fixture
+def serve_url(serve_ray, _shared_serve, planet_export, spatial_exports, sentiment_export) -> str:
+    """The Serve app serving every task at http://127.0.0.1:<port>, body limit serve_fixtures.MAX_BODY."""
+    exports = {"planet": str(planet_export[0]), **{t: str(e[0]) for t, e in spatial_exports.items()},
+               "sentiment": str(sentiment_export)}
+    return _shared_serve.start(exports)
+
+
+@pytest.fixture
+def serve_client(serve_url):
+    import httpx
+
+    with httpx.Client(base_url=serve_url, timeout=60, trust_env=False) as c:
+        yield c
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    """The shared Serve application (and its Ray) stops before a test that starts a Ray of its own."""
+    if nextitem is not None and "serve_ray" not in nextitem.fixturenames and (
+            nextitem.get_closest_marker("ray") or "ray_session" in nextitem.fixturenames):
+        _SERVE.stop()
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _SERVE.starts:
+        terminalreporter.write_line(f"the shared Serve application started {_SERVE.starts} time(s)")

@@ -12,10 +12,7 @@ from pathlib import Path
 import pytest
 
 from raylessons.errors import ConfigError, DataError
-
-
-def _truncate(path: Path, keep: int = 200) -> None:
-    path.write_bytes(path.read_bytes()[:keep])
+from raylessons.testing.faults import truncate_file
 
 
 def _skips(caplog) -> list[str]:
@@ -40,7 +37,7 @@ def test_corrupt_image_stops_training_naming_it_or_is_skipped(small_planet, capl
     from raylessons.tasks.planet import Config, build_source
 
     bad = build_source(Config(data=str(small_planet))).valid.items[0]  # validation meets every item, every epoch
-    _truncate(bad)
+    truncate_file(bad)
     learn = _planet_learner(small_planet)
     with pytest.raises(DataError, match=rf"{bad.name}: not a readable image"):
         learn.fit_one_cycle(1, 1e-3)
@@ -62,7 +59,7 @@ def test_truncated_mask_names_the_mask_or_is_skipped(tmp_path, caplog):
     valid = {line.strip() for line in (root / "valid.txt").read_text().splitlines()}
     train_images = sorted(p for p in (root / "images").glob("*.png") if p.name not in valid)
     mask = root / "labels" / f"{train_images[0].stem}_P.png"
-    _truncate(mask, keep=120)
+    truncate_file(mask, keep=120)
     data = build_data(Config(data=str(root), size=[32, 48], bs=2))
     with pytest.raises(DataError, match=rf"{mask.name}: not a readable image"):
         for _ in data.train_ds:

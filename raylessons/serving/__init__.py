@@ -1,5 +1,7 @@
 """Ray Serve: one HTTP application with a route per task and dynamic batching per model."""
-from .app import ROUTES, AppArgs, build_app
+from .app import build_app
 from .local import configure, serve_forever, shutdown, start, swap
+from .routes import ROUTES
+from .settings import AppArgs
 
-__all__ = ["AppArgs", "ROUTES", "build_app", "start", "configure", "swap", "shutdown", "serve_forever"]
+__all__ = ["ROUTES", "AppArgs", "build_app", "configure", "serve_forever", "shutdown", "start", "swap"]

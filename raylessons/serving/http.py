@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 from typing import Any, AsyncIterable, Awaitable, Mapping
 
 from fastapi import FastAPI, Request
@@ -11,6 +10,8 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
+
+from ..answer_types import BinaryAnswer
 
 __all__ = ["ApiError", "BinaryAnswer", "IMAGE_TYPES", "MULTIPART", "error_response", "install_error_handlers", "media_type",
            "check_content_type", "check_content_length", "read_limited", "first_file", "read_image_body",
@@ -25,15 +26,6 @@ MAX_PARTS = 16
 _STATUS_NAMES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
                  415: "unsupported_media_type", 422: "invalid_query", 500: "internal_error",
                  503: "unavailable"}
-
-
-@dataclass(frozen=True)
-class BinaryAnswer:
-    """A non-JSON answer (e.g. a PNG mask) that a model replica hands back to the ingress."""
-
-    body: bytes
-    media_type: str
-    headers: dict = field(default_factory=dict)
 
 
 class ApiError(Exception):

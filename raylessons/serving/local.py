@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import math
+import signal
 import time
 from pathlib import Path
 
 import httpx
 from pydantic import ValidationError
 
+from ..cluster import init_ray, quiet_ray_logging, ray_verbose, redirect_output
 from ..errors import ConfigError
 
 __all__ = ["APP_NAME", "IMPORT_PATH", "start", "configure", "scale", "swap", "shutdown", "serve_forever"]
@@ -27,13 +29,13 @@ def start(exports: dict[str, str], host: str = "127.0.0.1", port: int = 8000, ti
     The application is deployed from a config, as `serve deploy serve/config.yaml` does (the controller builds
     it from `raylessons.serving.app:build_app` and these arguments), so `configure` and `swap` change it the
     way a second `serve deploy` does: live, through `user_config`, without restarting replicas.
-    Ray is attached to (RAY_ADDRESS) or started quiet unless `verbose`, as `init_ray` does, with `log_dir/ray.log`.
+    Ray is attached to by `cluster.init_ray` (RAY_ADDRESS, else a private instance), quiet unless `verbose`, with
+    `log_dir/ray.log`.
     """
     global _owns_ray
     import ray
     from ray import serve
 
-    from ..distributed.launch import init_ray, quiet_ray_logging, ray_verbose
     from .app import build_app
 
     build_app({"exports": exports, **options})  # bad exports fail here, before Ray starts
@@ -100,7 +102,8 @@ def configure(task: str, timeout_s: float = 180, **changes) -> dict:
 
 def _set_user_config(task: str, changes: dict) -> dict:
     """Record `task`'s next `user_config` (its current one with `changes`) for the next `_deploy`."""
-    from .app import AppArgs, ModelConfig, resolve_export
+    from .exports import resolve_export
+    from .settings import AppArgs, ModelConfig
 
     if not _started:
         raise RuntimeError("configure() and swap() need an application started by start()")
@@ -130,7 +133,8 @@ def swap(exports: dict[str, str], timeout_s: float = 180) -> None:
     """Serve other exports (task -> export dir) without downtime: each new path reaches the running replicas
     through their `user_config`; requests in flight finish on the old model. Returns once GET /models shows
     every new export; an export that cannot be served fails before anything changes."""
-    from .app import AppArgs, checked_export
+    from .routes import checked_export
+    from .settings import AppArgs
 
     args = AppArgs.model_validate(_started.get("args") or {"exports": {}})
     wanted = {}
@@ -191,10 +195,6 @@ def serve_forever(exports: dict[str, str], host: str = "127.0.0.1", port: int = 
     """`start`, then block until Ctrl-C or SIGTERM, then `shutdown` (the `raylessons serve` command).
 
     Quiet unless `verbose`: Ray's and Serve's own lines go to `log_dir/ray.log` and the Ray session's logs."""
-    import signal
-
-    from ..distributed.launch import redirect_output
-
     def _stop(signum, frame):
         raise KeyboardInterrupt
 

@@ -1,29 +1,20 @@
 """Benchmark: fastai-rules tokenization on 1 process vs all cores, then a cached rerun.
 
-    python bench/tokenize.py [--n 20000] [--workers N] [--repeat R]
+    python bench/tokenize_speed.py [--n 20000] [--workers N] [--repeat R]
 
 Texts come from the IMDB look-alike generator. Each timing includes starting the worker pool and
 spaCy, as a real run pays them. With --repeat the best of R runs is kept (the machine may be shared);
 the CPU seconds printed (this process plus its workers) tell how much of a slow wall time was waiting.
 """
-import os
-import sys
+import argparse
+import random
+import resource
+import tempfile
+import time
+from pathlib import Path
 
-# This file is named like the standard library's `tokenize` (which torch and spaCy import): drop the
-# script's folder from the path before anything else imports it, and make the repo importable.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-sys.path.insert(0, os.path.dirname(_HERE))
-
-import argparse  # noqa: E402
-import random  # noqa: E402
-import resource  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from raylessons.data.synth.imdb import make_review  # noqa: E402
-from raylessons.data.tokenize import Tokenizer, default_n_workers, tokenize_texts  # noqa: E402
+from raylessons.data.synth.imdb import make_review
+from raylessons.data.tokenize import Tokenizer, default_n_workers, tokenize_texts
 
 
 def _cpu() -> float:

@@ -1,0 +1,4 @@
+"""Helpers for the tests and the benchmarks (not needed to train or serve)."""
+from . import faults
+
+__all__ = ["faults"]

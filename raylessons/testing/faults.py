@@ -1,0 +1,114 @@
+"""A fault kit shared by `tests/` and `bench/`: find Ray's processes in /proc and SIGKILL them, and forge the
+images an attacker or a broken disk would send (headers declaring huge sizes, truncated files).
+
+Linux only (/proc). Nothing here starts Ray or imports torch.
+"""
+import io
+import os
+import signal
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from PIL import Image
+
+__all__ = [
+    "cpu_seconds_by_process",
+    "declaring",
+    "image_bytes",
+    "processes",
+    "serve_replicas",
+    "sigkill",
+    "train_workers",
+    "truncate_file",
+]
+
+
+# --- processes ---
+
+def processes() -> Iterator[tuple[int, list[str]]]:
+    """(pid, command line split at its NULs) of every live process this user may read; Ray titles its workers
+    in the first word (`ray::ServeReplica:<app>:<deployment>`, `ray::RayTrainWorker...`)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:  # gone since the listing
+            continue
+        yield int(pid), raw.rstrip(b"\0").decode(errors="replace").split("\0")
+
+
+def _rss_kb(pid: int) -> int | None:
+    """Resident memory of `pid` in kB; None for a zombie (no VmRSS) or a process gone."""
+    try:
+        return int(Path(f"/proc/{pid}/status").read_text().split("VmRSS:")[1].split()[0])
+    except (OSError, IndexError):
+        return None
+
+
+def serve_replicas(app: str, deployment: str = "") -> dict[int, int]:
+    """{pid: resident kB} of the live replicas of Serve application `app`'s `deployment` ("": all of them)."""
+    out = {}
+    for pid, argv in processes():
+        if argv[0].startswith(f"ray::ServeReplica:{app}:{deployment}") and (kb := _rss_kb(pid)) is not None:
+            out[pid] = kb
+    return out
+
+
+def train_workers() -> list[int]:
+    """The pids of the live Ray Train workers, ascending."""
+    return sorted(pid for pid, argv in processes() if any("RayTrainWorker" in a for a in argv))
+
+
+def cpu_seconds_by_process() -> dict[tuple[str, str], float]:
+    """CPU seconds so far (user + system) of every process on this machine, by (pid, name)."""
+    tick, out = os.sysconf("SC_CLK_TCK"), {}
+    for pid, argv in processes():
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # after the name, which may hold spaces and parentheses
+        name = " ".join(argv).strip()[:70] or stat.split("(", 1)[1].rsplit(")", 1)[0]
+        out[(str(pid), name)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def sigkill(pid: int, group: bool = False) -> None:
+    """SIGKILL `pid` (its whole process group with `group`): a crash, not a graceful stop, so whatever it held in
+    flight dies with it."""
+    if group:
+        os.killpg(pid, signal.SIGKILL)
+    else:
+        os.kill(pid, signal.SIGKILL)
+
+
+# --- forged images ---
+
+def image_bytes(width: int = 40, height: int = 30, fmt: str = "PNG", color: tuple = (10, 200, 30)) -> bytes:
+    """A plain image of one colour, encoded as `fmt` (PNG, JPEG, ...)."""
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def declaring(width: int, height: int, fmt: str = "PNG") -> bytes:
+    """A small PNG or JPEG whose header claims width x height pixels: a decompression bomb's calling card.
+
+    The PNG's IHDR CRC is recomputed, so only a size check can stop it; the JPEG's SOF0 frame header is
+    rewritten."""
+    data = bytearray(image_bytes(fmt=fmt))
+    if fmt.upper() == "PNG":
+        assert data[12:16] == b"IHDR"
+        data[16:24] = struct.pack(">II", width, height)
+        data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    else:
+        sof = data.index(b"\xff\xc0")
+        data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def truncate_file(path: str | Path, keep: int = 200) -> None:
+    """Cut the file at `path` to its first `keep` bytes, as an interrupted copy leaves it."""
+    path = Path(path)
+    path.write_bytes(path.read_bytes()[:keep])
