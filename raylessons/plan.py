@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import yaml
 
 from .callbacks import Callback
 from .errors import ConfigError
@@ -144,7 +143,11 @@ def load_plan(plan, presets: dict[str, Callable[[], list]] | None = None) -> lis
         if not path.is_file():
             raise ConfigError(f"plan file not found: {path}")
         text = path.read_text()
-        return parse_plan(json.loads(text) if path.suffix == ".json" else yaml.safe_load(text))
+        if path.suffix == ".json":
+            return parse_plan(json.loads(text))
+        import yaml  # here: PyYAML comes with Ray, and the learner side runs where only torch is installed
+
+        return parse_plan(yaml.safe_load(text))
     try:
         data = json.loads(plan)
     except json.JSONDecodeError as e:
