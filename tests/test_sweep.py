@@ -120,6 +120,8 @@ def test_errors_before_any_trial(ray_session, planet_dir, tmp_path):
         run_sweep(_cfg(planet_dir, tmp_path, schedules=["gradual"]))
     with pytest.raises(ConfigError, match=r"guide_clamp must be \[low, high\]"):
         run_sweep(_cfg(planet_dir, tmp_path, guide_clamp=[0.1, 0.01]))
+    with pytest.raises(ConfigError, match=r"finder_iters must be >= 20: .* got 10"):
+        run_sweep(_cfg(planet_dir, tmp_path, finder_iters=10))
     assert not list(tmp_path.iterdir())  # nothing started: no experiment, no finder, no trial
 
 

@@ -15,6 +15,7 @@ from .space import build_space, plan_from_config
 __all__ = ["SCHEDULERS", "SWEEP_TASKS", "SweepConfig", "check_sweep", "experiment_name"]
 
 SCHEDULERS = ("asha", "fifo")
+MIN_FINDER_ITERS = 20  # suggest_lr trims 10 + 5 points of the finder's curve and needs a few left
 SWEEP_TASKS = tuple(name for name, task in TASKS.items() if task.sweep)
 
 
@@ -108,6 +109,9 @@ def check_sweep(cfg: SweepConfig) -> tuple[str, str]:
     for name in ("trials", "max_concurrent", "epochs", "grace_period", "workers_per_trial", "finder_iters"):
         if int(getattr(cfg, name)) < 1:
             raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.finder_iters < MIN_FINDER_ITERS:
+        raise ConfigError(f"finder_iters must be >= {MIN_FINDER_ITERS}: a suggestion drops the finder curve's first 10 "
+                          f"and last 5 points, got {cfg.finder_iters}")
     if len(cfg.guide_clamp) != 2 or not 0 < cfg.guide_clamp[0] < cfg.guide_clamp[1]:
         raise ConfigError(f"guide_clamp must be [low, high] with 0 < low < high, got {cfg.guide_clamp}")
     if cfg.reduction_factor < 2:
