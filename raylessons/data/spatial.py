@@ -71,13 +71,24 @@ def run_lengths(mask: torch.Tensor) -> list[list[int]]:
     return [[int(c), int(n)] for c, n in zip(flat[starts].tolist(), lengths.tolist())]
 
 
-class SegmentationLabel(Label):
+class _SpatialLabel(Label):
+    """Targets that move with the image; each item's target is checked against its item when labelled."""
+
+    spatial = True
+    served = True
+
+    @classmethod
+    def pair(cls, raws, classes, items, on_bad_item, where) -> tuple[Label, Label]:
+        """Targets checked item by item (a bad one raises DataError naming it, or with on_bad_item='skip' is logged)."""
+        return (cls(raws[0], classes, items=items[0], on_bad_item=on_bad_item),
+                cls(raws[1], classes, items=items[1], on_bad_item=on_bad_item))
+
+
+class SegmentationLabel(_SpatialLabel):
     """A class-index mask per image (a file path); cross-entropy over pixels; Void is `void_code`."""
 
     kind = "segmentation"
     target_kind = "mask"
-    spatial = True
-    served = True
 
     def __init__(self, raw: Sequence, classes: Sequence[str] | None = None, items: Sequence | None = None,
                  on_bad_item: str = "raise"):
@@ -118,12 +129,6 @@ class SegmentationLabel(Label):
 
     def for_pipeline(self, options: dict) -> tuple["SegmentationLabel", dict]:
         return self, {"mask_fill": self.default_mask_fill(), **options}
-
-    @classmethod
-    def pair(cls, raws, classes, items, on_bad_item, where) -> tuple[Label, Label]:
-        """Mask files checked against their items (a missing one raises, or is logged with on_bad_item='skip')."""
-        return (cls(raws[0], classes, items=items[0], on_bad_item=on_bad_item),
-                cls(raws[1], classes, items=items[1], on_bad_item=on_bad_item))
 
     @classmethod
     def loss_func(cls):
@@ -178,13 +183,11 @@ class SegmentationLabel(Label):
             ax.set_title(title, fontsize=8)
 
 
-class PointsLabel(Label):
+class PointsLabel(_SpatialLabel):
     """K (row, col) points per image; the target is (K, 2) in [-1, 1]; MSE loss ignoring dropped points."""
 
     kind = "points"
     target_kind = "points"
-    spatial = True
-    served = True
     remove_out = True
 
     def __init__(self, raw: Sequence, classes=None, items: Sequence | None = None, on_bad_item: str = "raise"):
@@ -217,12 +220,6 @@ class PointsLabel(Label):
             outside = (unit.abs() > 1).any(dim=1)
             unit[outside] = float("nan")
         return unit
-
-    @classmethod
-    def pair(cls, raws, classes, items, on_bad_item, where) -> tuple[Label, Label]:
-        """Points checked item by item (numbers, shape (K, 2), finite), the same K everywhere."""
-        return (cls(raws[0], classes, items=items[0], on_bad_item=on_bad_item),
-                cls(raws[1], classes, items=items[1], on_bad_item=on_bad_item))
 
     @classmethod
     def loss_func(cls):

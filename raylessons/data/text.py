@@ -1,4 +1,4 @@
-"""Text data blocks of the ULMFiT workflow (fastai v1 names): TextList, LM labels, text data bunches.
+"""Text data blocks of the ULMFiT workflow (fastai v1 names): TextList (the bunches are in text_bunch.py).
 
 `TextList.from_folder(path).filter_by_folder(include=[...]).split_by_rand_pct(0.1).label_for_lm()
 .databunch(bs=48)` and `TextList.from_folder(path, vocab=data_lm.vocab).split_by_folder(valid='test')
@@ -22,13 +22,7 @@ from ..errors import ConfigError, DataError
 from .block import ItemList
 from .labels import LMLabel
 from .tables import column, read_csv
-from .text_bunch import (
-    TextClasDataBunch,
-    TextDataBunch,
-    TextLMDataBunch,
-    load_data,
-    numericalize_lists,
-)
+from .text_bunch import TextClasDataBunch, TextDataBunch, TextLMDataBunch, load_data, numericalize_lists
 from .text_loaders import pad_collate
 from .tokenize import read_text_file, tokenize_texts
 from .vocab import Vocab
