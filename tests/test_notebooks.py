@@ -8,6 +8,7 @@ import nbformat
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
 
@@ -24,8 +25,12 @@ def execute(nb, cwd: Path):
     # no kernel directories: only ipykernel's built-in `python3` spec, which runs sys.executable (a `python3`
     # spec installed for another Python, e.g. in ~/.local/share/jupyter, would otherwise win)
     km = AsyncKernelManager(kernel_name="python3", kernel_spec_manager=KernelSpecManager(kernel_dirs=[]))
-    NotebookClient(nb, km=km, timeout=CELL_TIMEOUT, kernel_name="python3",
-                   resources={"metadata": {"path": str(cwd)}}).execute()
+    try:
+        NotebookClient(nb, km=km, timeout=CELL_TIMEOUT, kernel_name="python3",
+                       resources={"metadata": {"path": str(cwd)}}).execute()
+    finally:  # a client given its kernel manager leaves the kernel running (about 1 GB each after a notebook)
+        if km.has_kernel:
+            run_sync(km.shutdown_kernel)(now=True)
     return nb
 
 
