@@ -112,10 +112,11 @@ def load(port: int, path: str, body: bytes, ctype: str, concurrency: int, durati
     pct = (lambda q: 1000 * kept[min(len(kept) - 1, int(q * len(kept)))]) if kept else (lambda q: float("nan"))
     n = max(1, len(kept))
     by_kind: dict[str, float] = {}
-    for key, seconds in after.items():
-        spent = seconds - before.get(key, 0.0)  # a process started inside the window counts from zero
+    was = {pid: seconds for (pid, _), seconds in before.items()}  # by pid: Ray retitles an actor per method call
+    for (pid, name), seconds in after.items():
+        spent = seconds - was.get(pid, 0.0)  # a process started inside the window counts from zero
         if spent > 0:
-            kind = "load generator" if key[0] == str(os.getpid()) else _label(key[1])
+            kind = "load generator" if pid == str(os.getpid()) else _label(name)
             by_kind[kind] = by_kind.get(kind, 0.0) + spent
     cost = {kind: round(1000 * v / n, 1) for kind, v in sorted(by_kind.items(), key=lambda kv: -kv[1])}
     return {"requests": len(kept), "failed": failed, "rps": len(kept) / (t1 - t0), "p50_ms": pct(0.50),
@@ -318,9 +319,10 @@ def main(argv=None) -> int:
 
 
 def _label(cmdline: str) -> str:
-    """A short name for a process: Ray's actor title, or the program and its first argument."""
+    """A short name for a process: Ray's actor title without the method it runs now, or the program and its first
+    argument."""
     if cmdline.startswith("ray::"):
-        return cmdline.split()[0][5:]
+        return cmdline.split()[0][5:].split(".")[0]
     return " ".join(os.path.basename(part) for part in cmdline.split()[:2])
 
 
