@@ -9,13 +9,12 @@ from pathlib import Path
 
 import torch
 
-from .export_meta import EXPORT_META, EXPORT_MODEL, read_export_meta
+from .export_meta import EXPORT_META, EXPORT_MODEL
 from .inference import Predictor
 from .limits import DEFAULT_THRESHOLD
 from .text_predict import TextPredictor
 
-__all__ = ["save", "load", "export", "predict", "get_preds", "show_results", "read_export_meta", "EXPORT_MODEL",
-           "EXPORT_META"]
+__all__ = ["save", "load", "export", "predict", "get_preds", "show_results"]
 
 
 def _model_file(learn, name: str | Path) -> Path:

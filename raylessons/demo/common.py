@@ -57,7 +57,7 @@ def trained(learn, export: str | Path):
     """`learn` with the weights of a run's export (the model a run trained elsewhere: a worker, a Tune trial)."""
     import torch
 
-    from ..learner_io import EXPORT_MODEL
+    from ..export_meta import EXPORT_MODEL
 
     state = torch.load(Path(export) / EXPORT_MODEL, map_location="cpu", weights_only=True)
     learn.model.load_state_dict(state)

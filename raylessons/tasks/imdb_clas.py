@@ -7,7 +7,7 @@ from pathlib import Path
 from ..data.text import TextList
 from ..data.vocab import Vocab
 from ..errors import ConfigError
-from ..learner_io import EXPORT_MODEL, read_export_meta
+from ..export_meta import EXPORT_MODEL, read_export_meta
 from ..models.awd_lstm import load_lm_checkpoint
 from ..text_learner import AWD_LSTM, is_lm_export, text_classifier_learner
 from .task import Task
