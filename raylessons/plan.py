@@ -140,19 +140,40 @@ def load_plan(plan, presets: dict[str, Callable[[], list]] | None = None) -> lis
         return parse_plan(presets[plan]())
     path = Path(plan)
     if path.suffix in (".json", ".yaml", ".yml"):
-        if not path.is_file():
-            raise ConfigError(f"plan file not found: {path}")
-        text = path.read_text()
-        if path.suffix == ".json":
-            return parse_plan(json.loads(text))
-        import yaml  # here: PyYAML comes with Ray, and the learner side runs where only torch is installed
-
-        return parse_plan(yaml.safe_load(text))
+        return _stages_of(_read_plan_file(path), path)
     try:
         data = json.loads(plan)
     except json.JSONDecodeError as e:
         raise ConfigError(f"--plan is neither a preset ({', '.join(presets)}), a plan file, nor JSON: {e}") from None
-    return parse_plan(data["stages"] if isinstance(data, dict) and "stages" in data else data)
+    return _stages_of(data, "--plan")
+
+
+def _read_plan_file(path: Path):
+    """The data of a .json or .yaml plan file; a missing or malformed file is a ConfigError naming it."""
+    if not path.is_file():
+        raise ConfigError(f"plan file not found: {path}")
+    text = path.read_text()
+    if path.suffix == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"plan file {path} is not valid JSON: {e}") from None
+    import yaml  # here: PyYAML comes with Ray, and the learner side runs where only torch is installed
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"plan file {path} is not valid YAML: {e}") from None
+
+
+def _stages_of(data, where) -> list[Stage]:
+    """Stages from a plan's data: a list of stage dicts, or a mapping holding one under "stages"."""
+    if isinstance(data, dict) and "stages" in data:
+        data = data["stages"]
+    if not isinstance(data, list):
+        raise ConfigError(f"{where}: a plan is a list of stages (or {{\"stages\": [...]}}), "
+                          f"got {type(data).__name__}")
+    return parse_plan(data)
 
 
 def plan_to_data(stages: list[Stage]) -> list[dict]:
