@@ -227,8 +227,9 @@ def main(argv=None) -> int:
     ap.add_argument("--max-requests", type=int, default=5000, help="per user and point: the load is bounded")
     ap.add_argument("--max-batch-size", type=int, default=16)
     ap.add_argument("--batch-wait", type=float, default=0.002, help="Serve batch_wait_timeout_s")
-    ap.add_argument("--no-access-log", action="store_true",
-                    help="turn off Serve's access log (a line per request in each process on its path)")
+    ap.add_argument("--access-log", action="store_true",
+                    help="turn Serve's access log on (a line per request in each process on its path; the app's "
+                         "default is off)")
     ap.add_argument("--skip", default="", help="comma list of parts not to measure: plain, unbatched")
     ap.add_argument("--out", default=None)
     ap.add_argument("--plain-server", nargs=3, metavar=("EXPORT", "PORT", "THREADS"), help=argparse.SUPPRESS)
@@ -277,7 +278,7 @@ def main(argv=None) -> int:
     port = _free_port()
     options = dict(max_batch_size=args.max_batch_size, batch_wait_timeout_s=args.batch_wait,
                    threads=args.serve_threads or args.threads)
-    logging_config = {"enable_access_log": False} if args.no_access_log else None
+    logging_config = {"enable_access_log": True} if args.access_log else None  # None: the app's default
     local.start({"planet": str(export)}, port=port, logging_config=logging_config, **options)
     try:
         results["serve_batched"] = {c: _with_batches(port, lambda: measure(port, c, **point)) for c in levels}

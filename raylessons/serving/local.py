@@ -17,6 +17,11 @@ __all__ = ["APP_NAME", "IMPORT_PATH", "start", "configure", "scale", "swap", "sh
 APP_NAME = "raylessons"
 IMPORT_PATH = "raylessons.serving.app:build_app"
 
+# Serve's access log writes a line per request in every process on its path (proxy, ingress, model replica); on
+# 2 cores that cost 8 ms of a 45 ms request at concurrency 1 (bench/serve_load.py --access-log). Errors and
+# warnings are still logged. serve/config.yaml says the same.
+LOGGING_CONFIG = {"enable_access_log": False}
+
 _owns_ray = False  # shutdown() stops Ray only if start() started it
 _started: dict = {}  # what start() deployed: args (the app's arguments), user_configs (per task), url, host, port
 
@@ -30,7 +35,7 @@ def start(exports: dict[str, str], host: str = "127.0.0.1", port: int = 8000, ti
     it from `raylessons.serving.app:build_app` and these arguments), so `configure` and `swap` change it the
     way a second `serve deploy` does: live, through `user_config`, without restarting replicas.
     Ray is attached to by `cluster.init_ray` (RAY_ADDRESS, else a private instance), quiet unless `verbose`, with
-    `log_dir/ray.log`.
+    `log_dir/ray.log`. `logging_config` is the application's (default `LOGGING_CONFIG`: no access log).
     """
     global _owns_ray
     import ray
@@ -52,7 +57,8 @@ def start(exports: dict[str, str], host: str = "127.0.0.1", port: int = 8000, ti
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
     _started.clear()
     _started.update(args={"exports": dict(exports), **options}, user_configs={}, url=url, host=host, port=port,
-                    deployments=dict(deployments or {}), logging_config=dict(logging_config or {}))
+                    deployments=dict(deployments or {}),
+                    logging_config=dict(LOGGING_CONFIG if logging_config is None else logging_config))
     _deploy(timeout_s)
     _wait_healthy(url, timeout_s)
     return url
