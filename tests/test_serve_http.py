@@ -123,3 +123,33 @@ def test_client_unreachable_server(tmp_path, capsys):
         predict_files("planet", url, [img], timeout=5)
     assert main(["--url", url, str(img)]) == 2
     assert "cannot reach" in capsys.readouterr().err
+
+
+def test_listening_sockets_names_each_listener_its_address_and_owner():
+    """The socket listing the loopback test relies on: every listener, IPv4 and IPv6, with its owner."""
+    import os
+    import socket
+
+    from raylessons.testing.faults import is_loopback, listening_sockets
+
+    opened = []
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::1"),
+                         (socket.AF_INET6, "::")):
+        s = socket.socket(family)
+        try:
+            s.bind((host, 0))
+        except OSError:  # a machine without IPv6
+            s.close()
+            continue
+        s.listen()
+        opened.append((s, host))
+    try:
+        found = {(addr, port): pid for addr, port, pid in listening_sockets()}
+        for s, host in opened:
+            assert found[(host, s.getsockname()[1])] == os.getpid()
+            assert is_loopback(host) == (host in ("127.0.0.1", "::1"))
+        assert len(opened) >= 2
+        assert is_loopback("::ffff:127.0.0.1") and not is_loopback("::ffff:10.0.0.1")
+    finally:
+        for s, _ in opened:
+            s.close()

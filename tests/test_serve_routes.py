@@ -243,3 +243,40 @@ def test_predict_files(serve_url, planet_export, planet_predictor, tmp_path, cap
     assert main(["--url", serve_url, "--threshold", "0", *map(str, paths[:2])]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [row["tags"] for row in lines] == [planet_predictor.classes] * 2
+
+
+# --- the network ---
+
+def test_every_socket_the_app_opens_listens_on_loopback_only(serve_url, serve_client):
+    """Every socket Serve's processes (controller, proxy, every replica) listen on binds to loopback, except the
+    gRPC servers Ray 2.60 itself binds to all interfaces with no setting to change it (token auth guards them):
+    each Ray worker's core-worker port (at the port Ray's actor table gives that process) and, in a replica, one
+    more, Serve's inter-deployment gRPC server (`[::]:0` in ray/serve/_private/replica.py). Anything else off
+    loopback fails: the HTTP port, a second extra port (a direct-ingress or HAProxy port), any 0.0.0.0 bind."""
+    from urllib.parse import urlsplit
+
+    from ray._private import state
+
+    from raylessons.testing.faults import is_loopback, listening_sockets
+
+    assert serve_client.get("/healthz").status_code == 200  # every replica up: each has opened what it opens
+    actors = {a["Pid"]: a for a in state.actors().values()
+              if a["State"] == "ALIVE" and a["ActorClassName"].startswith(("ServeController", "ProxyActor",
+                                                                            "ServeReplica"))}
+    kinds = {a["ActorClassName"].split(":")[0] for a in actors.values()}
+    assert kinds == {"ServeController", "ProxyActor", "ServeReplica"}, kinds
+    sockets = listening_sockets()
+    mine = [(addr, port, pid) for addr, port, pid in sockets if pid in actors]
+    assert {pid for _, _, pid in mine} == set(actors)  # every Serve process was read (its core port, at least)
+    http_port = urlsplit(serve_url).port
+    assert [addr for addr, port, _ in mine if port == http_port] == ["127.0.0.1"]  # the app's one HTTP port
+    for pid, actor in actors.items():
+        exposed = sorted((addr, port) for addr, port, p in mine if p == pid and not is_loopback(addr))
+        ray_grpc = [(addr, port) for addr, port in exposed if addr == "::"]
+        core = [(addr, port) for addr, port in ray_grpc if port == actor["Address"]["Port"]]
+        allowed = core + ([p for p in ray_grpc if p not in core][:1]
+                          if actor["ActorClassName"].startswith("ServeReplica") else [])
+        assert core and exposed == sorted(allowed), (actor["ActorClassName"], exposed, actor["Address"])
+    others = sorted((addr, port) for addr, port, pid in sockets if pid not in actors and not is_loopback(addr))
+    print(f"{len(mine)} listening sockets in {len(actors)} Serve processes; elsewhere on the machine, not "
+          f"loopback (Ray's daemons and workers, other users): {others}")

@@ -4,8 +4,10 @@ images an attacker or a broken disk would send (headers declaring huge sizes, tr
 Linux only (/proc). Nothing here starts Ray or imports torch.
 """
 import io
+import ipaddress
 import os
 import signal
+import socket
 import struct
 import zlib
 from collections.abc import Iterator
@@ -17,6 +19,8 @@ __all__ = [
     "cpu_seconds_by_process",
     "declaring",
     "image_bytes",
+    "is_loopback",
+    "listening_sockets",
     "processes",
     "serve_replicas",
     "sigkill",
@@ -72,6 +76,55 @@ def cpu_seconds_by_process() -> dict[tuple[str, str], float]:
         name = " ".join(argv).strip()[:70] or stat.split("(", 1)[1].rsplit(")", 1)[0]
         out[(str(pid), name)] = (int(fields[11]) + int(fields[12])) / tick
     return out
+
+
+def _socket_owners() -> dict[str, int]:
+    """{socket inode: pid} for the sockets of every process this user may read."""
+    owners = {}
+    for pid, _ in processes():
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                owners[target[8:-1]] = pid
+    return owners
+
+
+def _address(hex_addr: str) -> str:
+    """/proc/net/tcp{,6}'s address field (32-bit words in host byte order) as text."""
+    raw = bytes.fromhex(hex_addr)
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, words)
+
+
+def listening_sockets() -> list[tuple[str, int, int | None]]:
+    """(address, port, owner pid) of every listening TCP socket of this machine, IPv4 and IPv6, from
+    /proc/net/tcp{,6}; the pid is None where the owner's descriptors cannot be read."""
+    owners, out = _socket_owners(), []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:  # no IPv6 on this machine
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] != "0A":  # TCP_LISTEN
+                continue
+            addr, port = fields[1].split(":")
+            out.append((_address(addr), int(port, 16), owners.get(fields[9])))
+    return out
+
+
+def is_loopback(address: str) -> bool:
+    """127.0.0.0/8, ::1 or an IPv4-mapped loopback address (`::ffff:127.0.0.1`)."""
+    ip = ipaddress.ip_address(address)
+    return ip.is_loopback or bool(getattr(ip, "ipv4_mapped", None) and ip.ipv4_mapped.is_loopback)
 
 
 def sigkill(pid: int, group: bool = False) -> None:
