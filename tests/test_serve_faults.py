@@ -75,10 +75,17 @@ def _retries_logged() -> int:
 
 def test_replica_killed_under_load_costs_no_request(serve_url, planet_export):
     """Two planet replicas, four steady users, one replica SIGKILLed: no client sees it (the ingress resends
-    the requests that were in flight on it)."""
+    the requests that were in flight on it).
+
+    Each replica holds its requests for company for up to 0.5 s (`batch_wait_timeout_s`, live through
+    user_config), so requests are surely in flight on the killed replica: the tiny test model answers in
+    milliseconds otherwise, and a kill then often finds nothing to lose."""
     from raylessons.serving import local
 
     image = planet_export[1][0].read_bytes()
+    with httpx.Client(base_url=serve_url, timeout=30, trust_env=False) as c:
+        wait = {m["task"]: m for m in c.get("/models").json()["models"]}["planet"]["batching"]["batch_wait_timeout_s"]
+    local.configure("planet", batch_wait_timeout_s=0.5)
     local.scale("planet", num_replicas=2)
     try:
         pids = sorted(serve_replicas("raylessons", "planet"))
@@ -105,11 +112,14 @@ def test_replica_killed_under_load_costs_no_request(serve_url, planet_export):
         assert [a for a in answers if a[1] != 200] == []  # no client saw the replica die
         assert sum(t < killed_at for t, _, _ in answers) >= 10 and sum(t > killed_at + 1 for t, _, _ in answers) >= 10
         assert pids[1] in serve_replicas("raylessons", "planet")
-        print(f"{len(answers)} requests, {_retries_logged() - retried} resent after the kill")
+        resent = _retries_logged() - retried
+        print(f"{len(answers)} requests, {resent} resent after the kill")
+        assert resent >= 1  # requests were in flight on the killed replica, and were sent again
         with httpx.Client(base_url=serve_url, timeout=30, trust_env=False) as c:
             assert c.get("/healthz").json()["status"] == "ok"
     finally:
         local.scale("planet", num_replicas=1)
+        local.configure("planet", batch_wait_timeout_s=wait)
 
 
 def test_healthz_reports_a_dead_model_until_serve_replaces_it(serve_url, sentiment_export):
