@@ -39,7 +39,7 @@ async def main():
     return answers, loop_threads
 
 answers, loop_threads = asyncio.run(main())
-print(json.dumps({"after_init": after_init, "loop_threads": loop_threads, "forwards": seen,
+print(json.dumps({"spin": asyncio.run(replica.info())["batching"]["openmp_spin_count"], "after_init": after_init, "loop_threads": loop_threads, "forwards": seen,
                   "tags": [sorted(a["tags"]) for a in answers], "serving": replica.loaded.summary["export"]}))
 """
 
@@ -55,6 +55,7 @@ def test_forwards_run_on_the_replica_forward_thread_and_torch_stays_on_one_threa
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["after_init"] == 1 and got["loop_threads"] == 1  # the event loop's thread: one torch thread
+    assert got["spin"] is None  # torch was loaded before the replica: OpenMP's spin count is not its to set
     names = {name for name, _, _ in got["forwards"]}
     assert names == {"planet-forward_0"}, got["forwards"]  # one thread for every forward, before and after a swap
     assert {threads for _, threads, _ in got["forwards"]} == {2}  # with the replica's torch threads
