@@ -155,3 +155,31 @@ def test_a_tasks_own_options_once_the_task_is_known(tmp_path):
     assert cfg.task_config == {"data": str(tmp_path), "size": 64, "threshold": 0.3, "seed": 7}
     assert (cfg.storage_path, cfg.seed, cfg.verbose, cfg.trials) == ("/s", 0, 1, 8)  # --seed is the sweep's
     assert all(f.metadata.get("help") for f in dataclasses.fields(SweepConfig))
+
+
+@pytest.mark.parametrize("task", ["planet", "camvid", "head_pose", "imdb_clas"])
+def test_every_sweep_task_has_a_preset_that_validates(task, tmp_path):
+    """`raylessons sweep --task T` with no space options searches T's preset (from the lesson's plan); options
+    given on the command line win."""
+    import argparse
+
+    from raylessons.sweep.cli import add_sweep_arguments, config_from_args
+    from raylessons.sweep.config import PRESET_FIELDS, check_sweep
+    from raylessons.tasks import get_task
+
+    parser = argparse.ArgumentParser()
+    add_sweep_arguments(parser, task)
+    extra = ["--set", "lm_export=/x/export"] if task == "imdb_clas" else []
+    cfg = config_from_args(parser.parse_args(["--task", task, "--data", str(tmp_path), *extra]))
+    preset = get_task(task).sweep_preset
+    assert set(preset) == set(PRESET_FIELDS)
+    assert {name: getattr(cfg, name) for name in PRESET_FIELDS} == dict(preset)
+    assert check_sweep(cfg) == (get_task(task).metric, get_task(task).mode)
+    given = config_from_args(parser.parse_args(["--task", task, "--data", str(tmp_path), "--schedules", "all",
+                                                "--ratios", "3", *extra]))
+    assert (given.schedules, given.ratios, given.stage1_fracs) == (["all"], [3.0], preset["stage1_fracs"])
+    if task == "imdb_clas":  # ULMFiT's recipe is in its space
+        assert "gradual" in cfg.schedules and cfg.ratios == [pytest.approx(ULMFIT_RATIO)]
+    with pytest.raises(ConfigError, match="split=test would select it on the held-out test set"):
+        check_sweep(config_from_args(parser.parse_args(["--task", task, "--data", str(tmp_path), "--test-pct",
+                                                        "0.2", "--split", "test", *extra])))

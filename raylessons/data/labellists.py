@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 from pathlib import Path
 from typing import Callable
 
@@ -14,7 +15,16 @@ from .labels import CategoryLabel, FloatLabel, Label, MultiCategoryLabel
 from .tables import column
 from .transforms import check_size
 
-__all__ = ["ItemLists", "LabelLists"]
+__all__ = ["HOLD_OUT_USES", "ItemLists", "LabelLists", "held_out_share"]
+
+HOLD_OUT_USES = ("train", "test")
+
+
+def held_out_share(name: str, seed: int = 0) -> float:
+    """Where item `name` falls in [0, 1) for `ItemLists.hold_out`: a hash, so the same on every machine and in any
+    order, and an item keeps its side when others are added or removed."""
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 class ItemLists:
@@ -26,6 +36,50 @@ class ItemLists:
 
     def __repr__(self) -> str:
         return f"ItemLists(train={len(self.train)}, valid={len(self.valid)})"
+
+    def _name(self, item) -> str:
+        """The name an item is held out by: its path under `path` ('train-jpg/x.jpg'), or the item as text."""
+        try:
+            return Path(item).relative_to(self.path).as_posix()
+        except (TypeError, ValueError):
+            return str(item)
+
+    def hold_out(self, pct: float = 0.0, seed: int = 0, use: str = "train") -> "ItemLists":
+        """Set aside a test set that neither training nor model selection sees: the items of train and valid alike
+        whose name hashes below `pct` (`held_out_share`), the same items on every machine.
+
+        `use="train"`: train and valid without them (what training and a sweep's selection get).
+        `use="test"`: valid is the held-out items, train the rest of train, so a trained model is evaluated on
+        the test set with labels encoded as in training. `pct=0` holds out nothing.
+        """
+        if not 0 <= pct < 1:
+            raise ConfigError(f"test_pct must be in [0, 1), got {pct}")
+        if use not in HOLD_OUT_USES:
+            raise ConfigError(f"hold_out: use must be one of {list(HOLD_OUT_USES)}, not {use!r}")
+        if pct == 0 and use == "train":
+            return self
+
+        def held(part) -> list[bool]:
+            return [held_out_share(self._name(o), seed) < pct for o in part.items]
+
+        tr, va = held(self.train), held(self.valid)
+        train = self.train._new([i for i, h in enumerate(tr) if not h])
+        if use == "train":
+            new = ItemLists(self.path, train, self.valid._new([i for i, h in enumerate(va) if not h]))
+        else:
+            test = [i for i, h in enumerate(tr) if h], [i for i, h in enumerate(va) if h]
+            if not test[0] and not test[1]:
+                raise DataError(f"test_pct={pct} holds out none of the {len(tr) + len(va)} items; raise it",
+                                self.path)
+            valid = self.train._new(test[0])
+            valid.items += [self.valid.items[i] for i in test[1]]
+            valid.rows += [self.valid.rows[i] for i in test[1]]
+            if valid.df is not None:
+                valid.df = pd.concat([valid.df, self.valid._new(test[1]).df], ignore_index=True)
+            new = ItemLists(self.path, train, valid)
+        if not len(new.train):
+            raise DataError(f"test_pct={pct} leaves no training items", self.path)
+        return new
 
     def label_from_df(self, cols=1, label_delim: str | None = None, classes: list | None = None) -> "LabelLists":
         """Labels from column `cols` of the items' dataframe; `label_delim` splits multi-label cells."""

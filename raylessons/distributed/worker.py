@@ -154,7 +154,9 @@ def _report_epoch(learn, stage: int, epoch: int, stages: list[Stage], rank: int,
     row = dict(learn.recorder.epoch_rows[-1]) if learn.recorder.epoch_rows else {}
     row.pop("epoch", None)
     last = stage == len(stages) - 1 and epoch == stages[stage].epochs - 1
-    metrics = {**row, "stage": stage, "stage_epoch": epoch,
+    # layer groups that trained whole in this epoch (a frozen group keeps only its BatchNorm trainable)
+    unfrozen = sum(all(p.requires_grad for p in g.parameters()) for g in learn.layer_groups)
+    metrics = {**row, "stage": stage, "stage_epoch": epoch, "unfrozen_groups": unfrozen,
                "training_iteration_epochs": epochs_before(stages, stage, epoch + 1), "done": last, **(extra or {})}
     with tempfile.TemporaryDirectory() as d:
         if rank == 0:

@@ -3,6 +3,7 @@ checks, all made before Ray starts."""
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import hashlib
 import json
@@ -12,11 +13,13 @@ from ..errors import ConfigError
 from ..tasks import TASKS, get_task
 from .space import build_space, plan_from_config
 
-__all__ = ["SCHEDULERS", "SWEEP_TASKS", "SweepConfig", "check_sweep", "experiment_name"]
+__all__ = ["PRESET_FIELDS", "SCHEDULERS", "SWEEP_TASKS", "SweepConfig", "check_sweep", "experiment_name"]
 
 SCHEDULERS = ("asha", "fifo")
 MIN_FINDER_ITERS = 20  # suggest_lr trims 10 + 5 points of the finder's curve and needs a few left
 SWEEP_TASKS = tuple(name for name, task in TASKS.items() if task.sweep)
+# the search space's fields a task's `sweep_preset` fills where the caller gave None; then these defaults
+PRESET_FIELDS = {"schedules": ["two_stage"], "ratios": [10.0, 100.0], "stage1_fracs": [0.25, 0.5], "divisor": 5.0}
 
 
 def _number(text: str) -> float:
@@ -61,18 +64,19 @@ class SweepConfig:
                                                        "default_text": "the task's metric"})
     mode: str | None = field(default=None, metadata={"help": "min or max", "choices": ("min", "max"),
                                                      "default_text": "the task's mode"})
-    schedules: list = field(default_factory=lambda: ["two_stage"], metadata={
+    schedules: list | None = field(default=None, metadata={
         "help": "unfreezing schedules to search: two_stage, gradual, all, head or JSON lists",
-        "parse": parse_schedules})
-    ratios: list = field(default_factory=lambda: [10.0, 100.0], metadata={
-        "help": "upper/lower ratios, e.g. 10,2.6**4", **FLOATS})
+        "parse": parse_schedules, "default_text": "the task's preset"})
+    ratios: list | None = field(default=None, metadata={
+        "help": "upper/lower ratios, e.g. 10,2.6**4", **FLOATS, "default_text": "the task's preset"})
     band: float = field(default=3.0, metadata={"help": "search [guide/band, guide*band] around each guide"})
-    stage1_fracs: list = field(default_factory=lambda: [0.25, 0.5], metadata={
-        "help": "shares of the epoch budget the first stage gets", **FLOATS})
+    stage1_fracs: list | None = field(default=None, metadata={
+        "help": "shares of the epoch budget the first stage gets", **FLOATS, "default_text": "the task's preset"})
     pct_start: list | None = field(default=None, metadata={"help": "pct_start values to search", **FLOATS})
     moms: list | None = field(default=None, metadata={"help": "(max, min) momentum pairs to search, as JSON"})
     wd: list | None = field(default=None, metadata={"help": "LOW,HIGH: search wd log-uniformly", **FLOATS})
-    divisor: float = field(default=5.0, metadata={"help": "unfrozen upper = stage-1 rate / divisor"})
+    divisor: float | None = field(default=None, metadata={"help": "unfrozen upper = stage-1 rate / divisor",
+                                                          "default_text": "the task's preset"})
     warmup_epochs: int = field(default=1, metadata={"help": "frozen epochs before the unfrozen finder"})
     finder_iters: int = field(default=100, metadata={"help": "batches of each LR finder run (lr_find's num_it)"})
     guide_clamp: list = field(default_factory=lambda: [1e-4, 1e-1], metadata={
@@ -91,6 +95,13 @@ class SweepConfig:
     seed: int = field(default=0, metadata={"help": "seed of the search and of every trial"})
     verbose: int = field(default=1, metadata={"help": "Tune's progress output: 0 silent, 1 status tables, 2 every "
                                                       "result"})
+
+    def __post_init__(self):
+        """Fill the search space's unset fields from the task's `sweep_preset`, then `PRESET_FIELDS`."""
+        preset = TASKS[self.task].sweep_preset if self.task in TASKS else {}
+        for name, default in PRESET_FIELDS.items():
+            if getattr(self, name) is None:
+                setattr(self, name, copy.deepcopy(preset.get(name, default)))
 
 
 def experiment_name(cfg: SweepConfig) -> str:
@@ -133,5 +144,7 @@ def check_sweep(cfg: SweepConfig) -> tuple[str, str]:
         if missing:
             raise ConfigError(f"trial config {point} lacks {sorted(missing)}")
         plan_from_config(point, cfg.epochs)
-    task.config(cfg.task_config)  # unknown task options
+    if task.config(cfg.task_config).split != "train":  # (unknown task options fail here too)
+        raise ConfigError("a sweep selects its best trial on the validation set: split=test would select it on "
+                          "the held-out test set; leave split at 'train' (test_pct holds the test set out)")
     return cfg.metric or task.metric, mode

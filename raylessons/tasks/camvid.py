@@ -9,7 +9,7 @@ from ..data.vision import SegmentationItemList, read_codes
 from ..metrics import accuracy_ignoring
 from ..options import parse_size
 from ..vision_learner import unet_learner
-from .task import Task
+from .task import HeldOutTest, Task
 
 __all__ = ["TASK", "VOID", "Config", "acc_camvid", "build_data", "build_learner", "build_source", "default_plan",
            "get_y_fn", "smoke_plan"]
@@ -26,7 +26,7 @@ _acc_void = accuracy_ignoring(VOID)
 
 
 @dataclass
-class Config:
+class Config(HeldOutTest):
     """Where CamVid is and how to build data and model (the lesson's values by default)."""
 
     data: str = field(default="~/.raylessons/data/camvid", metadata={
@@ -61,6 +61,7 @@ def build_source(cfg: Config):
     labels = path / cfg.labels
     return (SegmentationItemList.from_folder(path / cfg.images, on_bad_item=cfg.on_bad_item)
             .split_by_fname_file(f"../{cfg.valid}")
+            .hold_out(cfg.test_pct, use=cfg.split)
             .label_from_func(lambda x: get_y_fn(x, labels), classes=codes))
 
 
@@ -103,4 +104,7 @@ def smoke_plan() -> list[dict]:
 
 # multi-GPU workers normalise over the global batch: U-Net batches are a few images each
 TASK = Task("camvid", Config, build_source, build_data, build_learner,
-            plans={"lesson": default_plan, "smoke": smoke_plan}, metric="acc_camvid", mode="max", sync_bn=True)
+            plans={"lesson": default_plan, "smoke": smoke_plan}, metric="acc_camvid", mode="max", sync_bn=True,
+            # the lesson: 10 frozen epochs at slice(lr), 12 unfrozen at slice(lr/400, lr/4) (upper/lower 100)
+            sweep_preset={"schedules": ["two_stage"], "ratios": [10.0, 100.0], "stage1_fracs": [0.5],
+                          "divisor": 4.0})

@@ -12,13 +12,13 @@ from ..data.vision import PointsItemList
 from ..metrics import MSELossFlat
 from ..options import parse_size
 from ..vision_learner import cnn_learner
-from .task import Task
+from .task import HeldOutTest, Task
 
 __all__ = ["TASK", "Config", "build_data", "build_learner", "build_source", "default_plan", "smoke_plan"]
 
 
 @dataclass
-class Config:
+class Config(HeldOutTest):
     """Where BIWI is and how to build data and model (the lesson's values by default)."""
 
     data: str = field(default="~/.raylessons/data/biwi_head_pose", metadata={
@@ -50,6 +50,7 @@ def build_source(cfg: Config):
     valid = cfg.valid_folder
     return (PointsItemList.from_folder(path, on_bad_item=cfg.on_bad_item)
             .split_by_valid_func(lambda o: Path(o).parent.name == valid)
+            .hold_out(cfg.test_pct, use=cfg.split)
             .label_from_func(get_ctr))
 
 
@@ -86,4 +87,7 @@ def smoke_plan() -> list[dict]:
 
 # the metric is the MSE in [-1, 1] coordinates: the lesson has no other
 TASK = Task("head_pose", Config, build_source, build_data, build_learner,
-            plans={"lesson": default_plan, "smoke": smoke_plan}, metric="valid_loss", mode="min")
+            plans={"lesson": default_plan, "smoke": smoke_plan}, metric="valid_loss", mode="min",
+            # the lesson trains the head only (5 epochs at slice(2e-2)); the sweep also tries unfreezing after it
+            sweep_preset={"schedules": ["head", "two_stage"], "ratios": [10.0, 100.0], "stage1_fracs": [0.5, 0.75],
+                          "divisor": 5.0})

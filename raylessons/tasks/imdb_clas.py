@@ -10,7 +10,7 @@ from ..errors import ConfigError
 from ..export_meta import EXPORT_MODEL, read_export_meta
 from ..models.awd_lstm import load_lm_checkpoint
 from ..text_learner import AWD_LSTM, is_lm_export, text_classifier_learner
-from .task import Task
+from .task import HeldOutTest, Task
 
 __all__ = ["TASK", "Config", "build_data", "build_learner", "build_source", "default_plan", "lm_meta", "smoke_plan"]
 
@@ -19,7 +19,7 @@ _SIZES = ("emb_sz", "n_hid", "n_layers", "pad_token")
 
 
 @dataclass
-class Config:
+class Config(HeldOutTest):
     """Where IMDB and the fine-tuned LM export are, and how to build the classifier (the lesson's values)."""
 
     data: str = field(default="~/.raylessons/data/imdb", metadata={
@@ -54,6 +54,7 @@ def build_source(cfg: Config):
     path = Path(cfg.data).expanduser()
     return (TextList.from_folder(path, vocab=vocab, on_bad_item=cfg.on_bad_item)
             .split_by_folder(train=cfg.train, valid=cfg.valid)
+            .hold_out(cfg.test_pct, use=cfg.split)
             .label_from_folder(classes=list(cfg.classes)))
 
 
@@ -93,4 +94,8 @@ def smoke_plan() -> list[dict]:
 
 
 TASK = Task("imdb_clas", Config, build_source, build_data, build_learner,
-            plans={"lesson": default_plan, "smoke": smoke_plan}, metric="accuracy", mode="max")
+            plans={"lesson": default_plan, "smoke": smoke_plan}, metric="accuracy", mode="max",
+            # ULMFiT: gradual unfreezing, slice(lr / 2.6**4, lr), the last stage's top rate 1/20 of the first's;
+            # the sweep also tries the vision recipe (head, then everything)
+            sweep_preset={"schedules": ["gradual", "two_stage"], "ratios": [2.6 ** 4], "stage1_fracs": [0.2],
+                          "divisor": 20.0})

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..data.text import TextList
 from ..text_learner import AWD_LSTM, language_model_learner
-from .task import Task
+from .task import HeldOutTest, Task
 
 __all__ = ["MOMS", "TASK", "Config", "build_data", "build_learner", "build_source", "default_plan", "smoke_plan"]
 
@@ -14,7 +14,7 @@ MOMS = [0.8, 0.7]  # lower momentum helps RNNs (the lesson)
 
 
 @dataclass
-class Config:
+class Config(HeldOutTest):
     """Where IMDB is and how to build the LM data and model (the lesson's values by default)."""
 
     data: str = field(default="~/.raylessons/data/imdb", metadata={
@@ -43,7 +43,8 @@ def build_source(cfg: Config):
                                 on_bad_item=cfg.on_bad_item)
     if cfg.include:  # empty: every text under `path` (a flat corpus)
         items = items.filter_by_folder(include=list(cfg.include))
-    return items.split_by_rand_pct(cfg.valid_pct, seed=cfg.seed).label_for_lm()
+    # the classifier's test reviews stay out of the LM's corpus too (the same names hash the same way)
+    return items.split_by_rand_pct(cfg.valid_pct, seed=cfg.seed).hold_out(cfg.test_pct, use=cfg.split).label_for_lm()
 
 
 def build_data(cfg: Config, size=None, src=None, bs: int | None = None):

@@ -10,7 +10,7 @@ from ..data.transforms import get_transforms, imagenet_stats
 from ..metrics import accuracy_thresh, fbeta
 from ..options import parse_size
 from ..vision_learner import cnn_learner
-from .task import Task
+from .task import HeldOutTest, Task
 
 __all__ = ["TASK", "Config", "acc_02", "build_data", "build_learner", "build_source", "default_plan", "f_score",
            "smoke_plan"]
@@ -20,7 +20,7 @@ f_score = partial(fbeta, thresh=0.2)
 
 
 @dataclass
-class Config:
+class Config(HeldOutTest):
     """Where the data is and how to build data and model (the lesson's values by default)."""
 
     data: str = field(default="~/.raylessons/data/planet", metadata={
@@ -52,6 +52,7 @@ def build_source(cfg: Config):
     path = Path(cfg.data).expanduser()
     return (ImageList.from_csv(path, cfg.csv, folder=cfg.folder, suffix=cfg.suffix, on_bad_item=cfg.on_bad_item)
             .split_by_rand_pct(cfg.valid_pct, seed=cfg.seed)
+            .hold_out(cfg.test_pct, use=cfg.split)
             .label_from_df(label_delim=" "))
 
 
@@ -89,4 +90,7 @@ def smoke_plan() -> list[dict]:
 
 
 TASK = Task("planet", Config, build_source, build_data, build_learner,
-            plans={"lesson": default_plan, "smoke": smoke_plan}, metric="fbeta", mode="max")
+            plans={"lesson": default_plan, "smoke": smoke_plan}, metric="fbeta", mode="max",
+            # the lesson: slice(lr) frozen, then slice(1e-5, lr/5) unfrozen (upper/lower 200)
+            sweep_preset={"schedules": ["two_stage"], "ratios": [10.0, 100.0, 200.0], "stage1_fracs": [0.25, 0.5],
+                          "divisor": 5.0})

@@ -1,0 +1,81 @@
+"""The held-out test set (`ItemLists.hold_out`, every task's `test_pct`): items that neither training nor model
+selection sees, the same ones on every machine, labelled as in training when a model is evaluated on them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from raylessons.data.block import ImageList
+from raylessons.data.labellists import held_out_share
+from raylessons.data.synth import synth
+from raylessons.errors import ConfigError, DataError
+from raylessons.tasks import get_task
+
+
+def _names(items, root) -> set[str]:
+    return {Path(p).relative_to(root).as_posix() for p in items}
+
+
+def test_hold_out_takes_the_same_share_of_train_and_valid_by_name(planet_dir):
+    src = ImageList.from_csv(planet_dir, "train_v2.csv", folder="train-jpg", suffix=".jpg").split_by_rand_pct(0.2,
+                                                                                                             seed=1)
+    everything = _names(src.train.items, planet_dir) | _names(src.valid.items, planet_dir)
+    kept = src.hold_out(0.25)
+    test = src.hold_out(0.25, use="test")
+    train, valid, held = (_names(kept.train.items, planet_dir), _names(kept.valid.items, planet_dir),
+                          _names(test.valid.items, planet_dir))
+    assert held and not held & (train | valid)  # never trained on, never validated (selected) on
+    assert held | train | valid == everything  # nothing else is lost
+    assert held == {n for n in everything if held_out_share(n) < 0.25}  # chosen by name: any order, any machine
+    assert 0.1 < len(held) / len(everything) < 0.4
+    assert _names(test.train.items, planet_dir) == train  # evaluation labels encode as in training
+    # another split of the rest (another seed) holds out the very same items
+    other = ImageList.from_csv(planet_dir, "train_v2.csv", folder="train-jpg", suffix=".jpg").split_by_rand_pct(
+        0.3, seed=7).hold_out(0.25, use="test")
+    assert _names(other.valid.items, planet_dir) == held
+    assert src.hold_out(0.0) is src
+    with pytest.raises(ConfigError, match=r"test_pct must be in \[0, 1\), got 1.5"):
+        src.hold_out(1.5)
+    with pytest.raises(ConfigError, match="use must be one of"):
+        src.hold_out(0.2, use="valid")
+    with pytest.raises(DataError, match="holds out none"):
+        src.hold_out(1e-9, use="test")
+
+
+@pytest.mark.parametrize("task", ["planet", "camvid", "head_pose"])
+def test_the_test_split_never_reaches_training_or_selection(task, tmp_path):
+    """Each task's data with test_pct: the DataBunch training and selection use holds none of the test items
+    (by name); `Task.test_data` validates on exactly those, with the training classes."""
+    root = {"planet": lambda: synth("planet", tmp_path / "planet", n=40, size=32, seed=0),
+            "camvid": lambda: synth("camvid", tmp_path / "camvid", n=12, size=(32, 48), seed=0),
+            "head_pose": lambda: synth("biwi", tmp_path / "biwi", persons=13, frames=2, seed=0)}[task]()
+    options = {"data": str(root), "size": 32, "bs": 4, "arch": "resnet18", "test_pct": 0.3}
+    t = get_task(task)
+    data = t.build_data(t.config(options))
+    test = t.test_data(options)
+    trained_on = {str(p) for p in data.train_ds.items}
+    selected_on = {str(p) for p in data.valid_ds.items}
+    tested_on = {str(p) for p in test.valid_ds.items}
+    assert tested_on and not tested_on & (trained_on | selected_on)
+    full = t.build_data(t.config({**options, "test_pct": 0.0}))
+    assert trained_on | selected_on | tested_on == {str(p) for p in (*full.train_ds.items, *full.valid_ds.items)}
+    assert test.train_ds.label.classes == data.train_ds.label.classes
+    with pytest.raises(ConfigError, match="holds out no test set: set test_pct"):
+        t.test_data({**options, "test_pct": 0.0})
+
+
+def test_the_classifiers_test_reviews_stay_out_of_the_language_models_corpus(tmp_path):
+    """ULMFiT fine-tunes the LM on every review's text: with the same test_pct, the reviews the classifier holds
+    out are left out of the LM's corpus too (the same names under the same root hash the same way)."""
+    from raylessons.data.synth.imdb import synth as synth_imdb
+    from raylessons.data.text import TextList
+
+    root = synth_imdb(tmp_path / "imdb", n_train=40, n_test=20, n_unsup=10, n_sample=0)
+    lm = get_task("imdb_lm").build_source(get_task("imdb_lm").config({"data": str(root), "test_pct": 0.3}))
+    lm_texts = _names(lm.train.items, root) | _names(lm.valid.items, root)
+    clas_test = (TextList.from_folder(root).split_by_folder(train="train", valid="test")
+                 .hold_out(0.3, use="test"))
+    held = _names(clas_test.valid.items, root)
+    assert held and not held & lm_texts
+    assert any(n.startswith("unsup/") for n in lm_texts)  # the rest of the corpus is still there
