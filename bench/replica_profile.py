@@ -22,23 +22,9 @@ from pathlib import Path
 
 import serve_load as sl  # bench/serve_load.py, beside this script
 
-from raylessons.testing.faults import serve_replicas
+from raylessons.testing.faults import cpu_seconds_by_thread, serve_replicas
 
 PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-
-
-def thread_cpu(pid: int) -> dict[int, float]:
-    """{thread id: CPU seconds so far} of every thread of `pid`."""
-    import os
-
-    tick, out = os.sysconf("SC_CLK_TCK"), {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
-    return out
 
 
 def thread_names(pid: int) -> dict[int, str]:
@@ -96,9 +82,9 @@ def main(argv=None) -> int:
             spy = subprocess.Popen([PY_SPY, "record", "-p", str(pid), "-d", str(int(args.duration)), "-r", "50",
                                     "--threads", "--format", "raw", "-o", str(out / "replica.txt"),
                                     "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        before = thread_cpu(pid)
+        before = cpu_seconds_by_thread(pid)
         time.sleep(args.duration)
-        after = thread_cpu(pid)
+        after = cpu_seconds_by_thread(pid)
         names = thread_names(pid)
         load.join()
         if spy is not None:

@@ -17,6 +17,7 @@ from PIL import Image
 
 __all__ = [
     "cpu_seconds_by_process",
+    "cpu_seconds_by_thread",
     "declaring",
     "image_bytes",
     "is_loopback",
@@ -64,17 +65,33 @@ def train_workers() -> list[int]:
     return sorted(pid for pid, argv in processes() if any("RayTrainWorker" in a for a in argv))
 
 
+def _cpu_seconds(stat: str) -> float:
+    """User + system CPU seconds from the text of a /proc/<pid>[/task/<tid>]/stat file."""
+    fields = stat.rsplit(")", 1)[1].split()  # after the name, which may hold spaces and parentheses
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds_by_process() -> dict[tuple[str, str], float]:
     """CPU seconds so far (user + system) of every process on this machine, by (pid, name)."""
-    tick, out = os.sysconf("SC_CLK_TCK"), {}
+    out = {}
     for pid, argv in processes():
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
-        fields = stat.rsplit(")", 1)[1].split()  # after the name, which may hold spaces and parentheses
         name = " ".join(argv).strip()[:70] or stat.split("(", 1)[1].rsplit(")", 1)[0]
-        out[(str(pid), name)] = (int(fields[11]) + int(fields[12])) / tick
+        out[(str(pid), name)] = _cpu_seconds(stat)
+    return out
+
+
+def cpu_seconds_by_thread(pid: int) -> dict[int, float]:
+    """CPU seconds so far (user + system) of every thread of `pid`, by thread id."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            out[int(tid)] = _cpu_seconds(Path(f"/proc/{pid}/task/{tid}/stat").read_text())
+        except OSError:  # the thread ended since the listing
+            continue
     return out
 
 
