@@ -79,3 +79,25 @@ def test_the_classifiers_test_reviews_stay_out_of_the_language_models_corpus(tmp
     held = _names(clas_test.valid.items, root)
     assert held and not held & lm_texts
     assert any(n.startswith("unsup/") for n in lm_texts)  # the rest of the corpus is still there
+
+
+def test_bad_held_out_options_name_the_option(planet_dir):
+    t = get_task("planet")
+    with pytest.raises(ConfigError, match=r"test_pct must be a share in \[0, 1\), e.g. 0.2; got 20"):
+        t.config({"data": str(planet_dir), "test_pct": 20})
+    with pytest.raises(ConfigError, match="split must be 'train' or 'test'; got 'valid'"):
+        t.config({"data": str(planet_dir), "split": "valid"})
+
+
+def test_each_epoch_reports_how_many_layer_groups_trained_whole(planet_dir):
+    """The worker's epoch report (what Tune and Train see) says how many layer groups trained whole: the head
+    alone while frozen, all three of resnet18's after unfreeze()."""
+    from raylessons.distributed.worker import run_worker, worker_config
+    from raylessons.plan import parse_plan
+
+    stages = parse_plan([{"freeze": True, "epochs": 1, "max_lr": 1e-3},
+                         {"unfreeze": True, "epochs": 1, "max_lr": "slice(1e-5, 1e-4)"}])
+    reports = []
+    worker = worker_config("planet", {"data": str(planet_dir), "size": 32, "bs": 16, "arch": "resnet18"}, stages)
+    run_worker(worker, lambda metrics, ckpt, stage, epoch: reports.append((stage, metrics["unfrozen_groups"])))
+    assert reports == [(0, 1), (1, 3)]

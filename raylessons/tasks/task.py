@@ -23,6 +23,12 @@ class HeldOutTest:
         "help": "train: train and valid without the test items; test: the test items as the validation set, "
                 "to evaluate a trained model on", "choices": ("train", "test")})
 
+    def __post_init__(self):
+        if not (isinstance(self.test_pct, (int, float)) and 0 <= self.test_pct < 1):
+            raise ConfigError(f"test_pct must be a share in [0, 1), e.g. 0.2; got {self.test_pct!r}")
+        if self.split not in ("train", "test"):
+            raise ConfigError(f"split must be 'train' or 'test'; got {self.split!r}")
+
 
 @dataclass(frozen=True)
 class Task:
