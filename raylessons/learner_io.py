@@ -72,6 +72,14 @@ def export(self, dest: str | Path | None = None, extra: dict | None = None) -> P
     return dest
 
 
+def load_weights(learn, export: str | Path):
+    """`learn` with the model weights of an export directory (a model trained elsewhere: a worker, a Tune trial),
+    loaded with weights_only."""
+    state = torch.load(Path(export) / EXPORT_MODEL, map_location="cpu", weights_only=True)
+    learn.model.load_state_dict(state)
+    return learn
+
+
 def _last_metrics(learn) -> dict:
     rows = learn.recorder.epoch_rows
     if not rows:

@@ -81,6 +81,26 @@ def test_the_classifiers_test_reviews_stay_out_of_the_language_models_corpus(tmp
     assert any(n.startswith("unsup/") for n in lm_texts)  # the rest of the corpus is still there
 
 
+def test_the_classifiers_test_split_never_reaches_its_training_or_selection(tmp_path):
+    """The IMDB classifier (on an LM export's vocab): its training and validation reviews hold none of the test
+    reviews (by name); `test_data` validates on exactly those (text datasets keep token ids, so the names are read
+    from the labelled lists the bunches are built from)."""
+    from raylessons.data.synth.imdb import synth as synth_imdb
+
+    root = synth_imdb(tmp_path / "imdb", n_train=40, n_test=20, n_unsup=10, n_sample=0)
+    lm = get_task("imdb_lm").learner({"data": str(root), "bs": 4, "test_pct": 0.3,
+                                      "model": {"emb_sz": 8, "n_hid": 16, "n_layers": 3}})
+    options = {"data": str(root), "bs": 4, "test_pct": 0.3, "lm_export": str(lm.export(tmp_path / "lm"))}
+    t = get_task("imdb_clas")
+    src, test_src = t.build_source(t.config(options)), t.build_source(t.config({**options, "split": "test"}))
+    trained_on, selected_on = _names(src.train.items, root), _names(src.valid.items, root)
+    tested_on = _names(test_src.valid.items, root)
+    assert len(t.test_data(options).valid_ds) == len(tested_on)
+    assert tested_on and not tested_on & (trained_on | selected_on)
+    assert tested_on | trained_on | selected_on == {f"{split}/{label}/{p.name}" for split in ("train", "test")
+                                                    for label in ("neg", "pos") for p in (root / split / label).iterdir()}
+
+
 def test_bad_held_out_options_name_the_option(planet_dir):
     t = get_task("planet")
     with pytest.raises(ConfigError, match=r"test_pct must be a share in \[0, 1\), e.g. 0.2; got 20"):
@@ -101,3 +121,28 @@ def test_each_epoch_reports_how_many_layer_groups_trained_whole(planet_dir):
     worker = worker_config("planet", {"data": str(planet_dir), "size": 32, "bs": 16, "arch": "resnet18"}, stages)
     run_worker(worker, lambda metrics, ckpt, stage, epoch: reports.append((stage, metrics["unfrozen_groups"])))
     assert reports == [(0, 1), (1, 3)]
+
+
+def test_evaluate_scores_an_export_on_the_test_items_only(planet_dir, tmp_path):
+    """`Task.evaluate`: an export's loss and metrics over the held-out items, the same numbers as validating the
+    trained learner on `test_data` itself (and not those of the validation set). The test split's tags are the
+    training split's: a tag only the test items carry is a clear error, not a model of another shape."""
+    import torch
+
+    t = get_task("planet")
+    with pytest.raises(DataError, match=r"held-out test items carry labels that no training item has.*"
+                                        r"labels \['blooming', 'selective_logging', 'slash_burn'\]"):
+        t.test_data({"data": str(planet_dir), "test_pct": 0.3})
+    root = synth("planet", tmp_path / "planet", n=300, size=32, seed=0)
+    options = {"data": str(root), "size": 32, "bs": 16, "arch": "resnet18", "test_pct": 0.2}
+    assert t.test_data(options).train_ds.label.classes == t.build_data(t.config(options)).train_ds.label.classes
+    torch.manual_seed(0)
+    learn = t.learner(options)
+    learn.recorder.verbose = False
+    learn.fit_one_cycle(1, 1e-2)
+    export = learn.export(tmp_path / "export")
+    scores = t.evaluate(options, export)
+    loss, metrics = learn.validate(t.test_data(options).valid_dl)
+    assert scores == pytest.approx({"test_loss": loss, **dict(zip(learn.metric_names, metrics))}, abs=1e-6)
+    assert scores["test_loss"] != pytest.approx(learn.validate()[0], abs=1e-6)  # another set of items
+    assert t.test_key() == "fbeta" and get_task("head_pose").test_key() == "test_loss"

@@ -33,6 +33,7 @@ class ItemLists:
     def __init__(self, path: Path, train, valid):
         self.path, self.train, self.valid = Path(path), train, valid
         self.test = None
+        self.training_lists = None  # a test split's (hold_out use="test") training lists: its class source
 
     def __repr__(self) -> str:
         return f"ItemLists(train={len(self.train)}, valid={len(self.valid)})"
@@ -77,6 +78,8 @@ class ItemLists:
             if valid.df is not None:
                 valid.df = pd.concat([valid.df, self.valid._new(test[1]).df], ignore_index=True)
             new = ItemLists(self.path, train, valid)
+            # labels found in the data take their classes from what training sees, not from the test items
+            new.training_lists = ItemLists(self.path, train, self.valid._new([i for i, h in enumerate(va) if not h]))
         if not len(new.train):
             raise DataError(f"test_pct={pct} leaves no training items", self.path)
         return new
@@ -89,6 +92,8 @@ class ItemLists:
                 raise DataError("label_from_df needs items created from a CSV or dataframe", self.path)
             col = column(part.df, cols, part.where)
             raws.append([_parse_cell(v, label_delim, part, i) for i, v in enumerate(part.df[col])])
+        if classes is None and self.training_lists is not None:
+            classes = self.training_lists.label_from_df(cols, label_delim).classes
         return self._labelled(MultiCategoryLabel if label_delim is not None else CategoryLabel, raws, classes)
 
     def label_from_func(self, func: Callable, classes: list | None = None, label_cls=None) -> "LabelLists":
@@ -98,6 +103,8 @@ class ItemLists:
             label_cls = getattr(self.train, "_label_cls", None) or _infer_label_cls(raws[0] or raws[1])
         elif isinstance(label_cls, str):
             label_cls = label_kind(label_cls)
+        if classes is None and self.training_lists is not None and hasattr(label_cls, "multi"):  # class labels
+            classes = self.training_lists.label_from_func(func, label_cls=label_cls).classes
         return self._labelled(label_cls, raws, classes)
 
     def label_from_folder(self, classes: list | None = None) -> "LabelLists":
@@ -113,7 +120,14 @@ class ItemLists:
 
     def _labelled(self, cls: type[Label], raws, classes) -> "LabelLists":
         mode = getattr(self.train, "on_bad_item", "raise")
-        train, valid = cls.pair(raws, classes, (self.train.items, self.valid.items), mode, self.path)
+        try:
+            train, valid = cls.pair(raws, classes, (self.train.items, self.valid.items), mode, self.path)
+        except DataError as e:
+            if self.training_lists is None:
+                raise
+            why = e.args[0].removeprefix(f"{e.where}: ")
+            raise DataError(f"the held-out test items carry labels that no training item has, so no model trained "
+                            f"on this split can score them ({why}); lower test_pct or add items", self.path) from None
         return LabelLists(self, train, valid)
 
 

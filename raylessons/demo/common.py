@@ -7,9 +7,10 @@ from pathlib import Path
 
 from ..data.synth import synth
 from ..distributed.train import TrainRun, fit_plan, plot_run_losses
+from ..learner_io import load_weights
 from ..plan import plan_summary
 
-__all__ = ["add_run_pictures", "find_lr", "heading", "synth_once", "train", "trained"]
+__all__ = ["add_run_pictures", "find_lr", "heading", "synth_once", "train"]
 
 
 def heading(title: str) -> None:
@@ -53,20 +54,9 @@ def find_lr(learn, path: Path, num_it: int, used: float | None = None, freeze: b
         return float("nan"), float("nan")
 
 
-def trained(learn, export: str | Path):
-    """`learn` with the weights of a run's export (the model a run trained elsewhere: a worker, a Tune trial)."""
-    import torch
-
-    from ..export_meta import EXPORT_MODEL
-
-    state = torch.load(Path(export) / EXPORT_MODEL, map_location="cpu", weights_only=True)
-    learn.model.load_state_dict(state)
-    return learn
-
-
 def add_run_pictures(section, learn, result: dict, out: Path, stem: str, rows: int = 3) -> None:
     """A run's loss curves and `show_results` of its trained model, written as PNGs and added to the report."""
     losses = plot_run_losses(result["path"], out / f"{stem}_losses.png")
     section.image(losses, "loss curves of the whole plan (train per batch, validation per epoch)")
-    shown = trained(learn, result["export"]).show_results(rows=rows, path=out / f"{stem}_results.png")
+    shown = load_weights(learn, result["export"]).show_results(rows=rows, path=out / f"{stem}_results.png")
     section.image(shown, "learn.show_results(): validation items, targets and predictions")

@@ -5,10 +5,11 @@ from pathlib import Path
 
 from ..data.synth.imdb import synth_corpus
 from ..distributed.pretrain import pretrain_plan
+from ..learner_io import load_weights
 from ..tasks import TASKS
 from ..tasks.imdb_lm import MOMS
 from ..text_baseline import bag_of_words_accuracy, unigram_accuracy
-from .common import add_run_pictures, find_lr, heading, synth_once, train, trained
+from .common import add_run_pictures, find_lr, heading, synth_once, train
 
 __all__ = ["demo_sentiment"]
 
@@ -47,7 +48,7 @@ def demo_sentiment(out: Path, p: dict, report) -> dict:
     section.note(f"Language model: next-token accuracy {pre['metrics']['accuracy']:.4f} on the general corpus, "
                  f"{lm['metrics']['accuracy']:.4f} on the reviews after fine-tuning (always guessing the most "
                  f"frequent token: {unigram:.4f}).")
-    lm_learner = trained(imdb_lm.build_learner(data_lm, lm_cfg), lm["export"])
+    lm_learner = load_weights(imdb_lm.build_learner(data_lm, lm_cfg), lm["export"])
     section.image(lm_learner.show_results(rows=4, path=out / "imdb_lm_results.png"),
                   "the fine-tuned LM's show_results(): the next words and its guess for each")
 

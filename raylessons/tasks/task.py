@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from ..learner_io import load_weights
 from ..plan import Stage, load_plan
 
 __all__ = ["HeldOutTest", "Task"]
@@ -52,6 +53,9 @@ class Task:
     # `raylessons sweep --task <name>`'s search space where the command line says nothing: SweepConfig's
     # schedules, ratios, stage1_fracs, divisor (see sweep/config.py PRESET_FIELDS), from the lesson's plan
     sweep_preset: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # the lesson plan as a sweep trial's config (rates, schedule, first stage's share of the budget): a sweep's
+    # first trial (`SweepConfig.lesson_first`), so the search starts from the hand-written recipe
+    lesson_trial: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def config(self, options=None):
         """The task's Config from a dict of options (a Config is returned as it is); unknown keys are ConfigErrors."""
@@ -76,6 +80,38 @@ class Task:
         if not cfg.test_pct > 0:
             raise ConfigError(f"the {self.name} task holds out no test set: set test_pct (e.g. 0.2)")
         return self.build_data(cfg)
+
+    def evaluate(self, options, export) -> dict:
+        """An export's scores on the held-out test items (`test_data`): {"test_loss": ..., metric: ...}, from a
+        learner of this task built on the test split with the export's weights (weights_only loading)."""
+        cfg = self.config(options)
+        learn = load_weights(self.build_learner(self.test_data(cfg), cfg, device="cpu"), export)
+        loss, metrics = learn.validate()
+        return {"test_loss": float(loss), **{name: float(v) for name, v in zip(learn.metric_names, metrics)}}
+
+    def test_key(self) -> str:
+        """The key of `evaluate`'s answer that holds this task's `metric` (a loss is `test_loss` there)."""
+        return "test_loss" if self.metric == "valid_loss" else self.metric
+
+    def first_size_plan(self, epochs: int | None = None) -> list[dict]:
+        """The lesson's plan up to its first resize (the stages at one image size), without its saves; with
+        `epochs`, each stage's epochs scaled so they add up to it (each stage >= 1): the lesson at a budget."""
+        stages = []
+        for i, stage in enumerate(self.plans["lesson"]()):
+            if i and ("size" in stage or "bs" in stage):
+                break
+            stages.append({k: v for k, v in stage.items() if k != "save"})
+        if epochs is None:
+            return stages
+        if epochs < len(stages):
+            raise ConfigError(f"the {self.name} lesson's {len(stages)} stages need at least {len(stages)} epochs, "
+                              f"got {epochs}")
+        total = sum(s["epochs"] for s in stages)
+        counts = [max(1, round(s["epochs"] * epochs / total)) for s in stages]
+        while sum(counts) != epochs:  # rounding: take from (or give to) the longest stage
+            i = counts.index(max(counts))
+            counts[i] += 1 if sum(counts) < epochs else -1
+        return [{**s, "epochs": n} for s, n in zip(stages, counts)]
 
     def load_plan(self, plan) -> list[Stage]:
         """Stages from a list of stages, a preset name of `plans`, a JSON string or a .json/.yaml file."""
