@@ -61,7 +61,8 @@ def main(argv=None) -> int:
     for scheduler in ("asha", "fifo"):
         cfg = SweepConfig(task="planet", task_config=task_config, trials=len(plans), max_concurrent=args.max_concurrent,
                           scheduler=scheduler, epochs=args.epochs, configs=plans, storage_path=str(out / "runs"),
-                          grace_period=args.grace_period, reduction_factor=args.reduction_factor, verbose=0)
+                          grace_period=args.grace_period, reduction_factor=args.reduction_factor, verbose=0,
+                          lesson_first=False)
         exp = out / "runs" / experiment_name(cfg)
         shutil.rmtree(exp, ignore_errors=True)
         exp.mkdir(parents=True)

@@ -23,7 +23,8 @@ def _cfg(planet_dir, storage, **kw):
     from raylessons.sweep import SweepConfig
 
     base = dict(task="planet", task_config={"data": str(planet_dir), "size": 32, "bs": 16, "arch": "resnet18"},
-                trials=4, max_concurrent=2, epochs=3, storage_path=str(storage), warmup_epochs=1, finder_iters=40)
+                trials=4, max_concurrent=2, epochs=3, storage_path=str(storage), warmup_epochs=1, finder_iters=40,
+                grace_period=1, lesson_first=False)
     return SweepConfig(**{**base, **kw})
 
 

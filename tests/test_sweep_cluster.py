@@ -25,7 +25,7 @@ def test_two_node_sweep_spreads_trials_over_shared_storage(planet_dir, tmp_path)
         result = run_sweep(SweepConfig(
             task="planet", task_config={"data": str(planet_dir), "size": 32, "bs": 16, "arch": "resnet18"},
             trials=2, max_concurrent=2, cpus_per_trial=1, epochs=2, scheduler="fifo", configs=points,
-            warmup_epochs=0, finder_iters=20, storage_path=str(tmp_path / "shared")))
+            lesson_first=False, warmup_epochs=0, finder_iters=20, storage_path=str(tmp_path / "shared")))
         # one trial per node (each node has one CPU, each trial takes one), both finished
         assert {r["node_id"] for r in result["rows"]} == nodes
         assert all(r["status"] == "finished" for r in result["rows"])

@@ -24,6 +24,20 @@ def test_rates_are_log_uniform_inside_their_bands():
     assert set(_samples(space["ratio"], 300)) == {10.0, ULMFIT_RATIO}
 
 
+def test_the_lessons_rates_stretch_the_bands():
+    """With the lesson's rates, each band runs from the lower of (guide, lesson rate) / band to the higher * band,
+    log-uniform over the whole range; a lesson rate inside the band changes nothing."""
+    space = build_space(frozen_lr=1e-4, upper=2e-5, band=3.0, lesson={"stage1_lr": 2e-2, "upper": 1e-5})
+    s1, up = _samples(space["stage1_lr"]), _samples(space["upper"])
+    assert s1.min() >= 1e-4 / 3 and s1.max() <= 2e-2 * 3 and s1.max() > 1e-2  # reaches the lesson's 2e-2
+    assert np.median(np.log(s1)) == pytest.approx(math.log(math.sqrt(1e-4 * 2e-2)), abs=0.15)
+    assert up.min() >= 1e-5 / 3 and up.max() <= 2e-5 * 3 and up.min() < 1e-5 / 2
+    inside = build_space(frozen_lr=1e-2, upper=1e-3, band=3.0, lesson={"stage1_lr": 1.5e-2, "upper": 1e-3})
+    assert (inside["stage1_lr"].lower, inside["stage1_lr"].upper) == pytest.approx((1e-2 / 3, 1.5e-2 * 3))
+    with pytest.raises(ConfigError, match="frozen .stage-1. lesson rate must be a positive learning rate"):
+        build_space(1e-2, 1e-3, lesson={"stage1_lr": -1.0, "upper": 1e-3})
+
+
 def test_single_choices_are_constants_and_options_are_searched():
     space = build_space(1e-2, 1e-3, schedules="gradual", ratios=[ULMFIT_RATIO], stage1_fracs=[0.5],
                         pct_start=[0.3, 0.8], moms=[(0.95, 0.85), (0.8, 0.7)], wd=(1e-3, 1e-1))
@@ -133,6 +147,11 @@ def test_sweep_options_fail_before_ray(tmp_path):
         check_sweep(SweepConfig(**base, configs=[]))
     with pytest.raises(ConfigError, match="lacks"):
         check_sweep(SweepConfig(**base, configs=[{"stage1_lr": 1e-2}]))
+    with pytest.raises(ConfigError, match="unknown search 'grid'; choose one of random, optuna"):
+        check_sweep(SweepConfig(**base, search="grid"))
+    with pytest.raises(ConfigError, match=r"search='optuna' takes named schedules only .* use search='random'"):
+        check_sweep(SweepConfig(**base, search="optuna", schedules=["two_stage", [-2, "all"]]))
+    assert check_sweep(SweepConfig(**base, search="optuna")) == ("fbeta", "max")
     assert check_sweep(SweepConfig(**base)) == ("fbeta", "max")
     # the name is a function of the options: same options, same experiment (restore); others, another
     assert experiment_name(SweepConfig(**base)) == experiment_name(SweepConfig(**base, storage_path="/elsewhere"))
@@ -183,3 +202,43 @@ def test_every_sweep_task_has_a_preset_that_validates(task, tmp_path):
     with pytest.raises(ConfigError, match="split=test would select it on the held-out test set"):
         check_sweep(config_from_args(parser.parse_args(["--task", task, "--data", str(tmp_path), "--test-pct",
                                                         "0.2", "--split", "test", *extra])))
+
+
+def _rates(max_lr) -> tuple:
+    """(lower, top) of a stage's max_lr: slice(a, b) -> (a, b); slice(b) or b -> (None, b)."""
+    return (max_lr.start, max_lr.stop) if isinstance(max_lr, slice) else (None, max_lr)
+
+
+@pytest.mark.parametrize("task", ["planet", "camvid", "head_pose", "imdb_clas"])
+def test_the_lesson_trial_is_the_lessons_plan(task):
+    """A sweep's first trial (`lesson_trial`) is the notebook's plan at its first image size: the same stages,
+    freezing, epochs, first-stage rate and last stage's slice (ULMFiT's middle stages: log-spaced tops)."""
+    from raylessons.tasks import get_task
+
+    t = get_task(task)
+    lesson = t.first_size_plan()
+    epochs = sum(s["epochs"] for s in lesson)
+    ours, theirs = parse_plan(plan_from_config(t.lesson_trial, epochs)), parse_plan(lesson)
+    assert [(s.freezing(), s.epochs) for s in ours] == [(s.freezing(), s.epochs) for s in theirs]
+    assert _rates(ours[0].max_lr)[1] == pytest.approx(_rates(theirs[0].max_lr)[1])
+    assert _rates(ours[-1].max_lr) == pytest.approx(_rates(theirs[-1].max_lr))
+    assert ours[0].pct_start == theirs[0].pct_start and ours[0].moms == theirs[0].moms
+    # at a bench's budget: the lesson's stages, epochs in proportion
+    assert [s["epochs"] for s in t.first_size_plan(6)] == {"planet": [3, 3], "camvid": [3, 3], "head_pose": [6],
+                                                          "imdb_clas": [1, 1, 1, 3]}[task]
+
+
+def test_the_default_grace_period_waits_past_the_first_stage():
+    """ASHA's first cut comes one epoch after the shortest first stage the space can draw (1 when no schedule has
+    a second stage); an explicit grace period wins."""
+    from raylessons.sweep.config import SweepConfig
+
+    def grace(task, **kw):
+        return SweepConfig(task=task, task_config={"data": "/d"}, epochs=6, **kw).grace_period
+
+    assert grace("planet") == 3        # stage1_fracs 0.25, 0.5 of 6: first stages of 2 or 3 epochs
+    assert grace("camvid") == 4        # 0.45 of 6 (the lesson: 10 of 22): 3
+    assert grace("head_pose") == 4     # head alone (no cut needed) or two_stage at 0.5, 0.75: 3 or 4
+    assert grace("imdb_clas") == 2     # 0.2 of 6: 1
+    assert grace("planet", schedules=["head"]) == 1
+    assert grace("planet", grace_period=2) == 2

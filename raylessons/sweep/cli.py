@@ -54,4 +54,5 @@ def sweep_main(argv: list[str] | None = None) -> int:
     print(json.dumps({k: result[k] for k in ("path", "table_csv", "plot", "finders")} |
                      {"best_export": result["best"]["export"], "best": result["best"][result["metric"]]},
                      indent=2, default=str))
+    print(f"every trial's curves (Tune's TensorBoard logger): tensorboard --logdir {result['path']}")
     return 0

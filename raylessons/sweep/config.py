@@ -11,15 +11,17 @@ from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 from ..tasks import TASKS, get_task
-from .space import build_space, plan_from_config
+from .space import build_space, plan_from_config, schedule_groups, split_epochs
 
-__all__ = ["PRESET_FIELDS", "SCHEDULERS", "SWEEP_TASKS", "SweepConfig", "check_sweep", "experiment_name"]
+__all__ = ["PRESET_FIELDS", "SCHEDULERS", "SEARCHERS", "SWEEP_TASKS", "SweepConfig", "check_sweep", "experiment_name"]
 
 SCHEDULERS = ("asha", "fifo")
+SEARCHERS = ("random", "optuna")  # Tune's random sampling of the space, or Optuna's TPE (pip install optuna)
 MIN_FINDER_ITERS = 20  # suggest_lr trims 10 + 5 points of the finder's curve and needs a few left
 SWEEP_TASKS = tuple(name for name, task in TASKS.items() if task.sweep)
 # the search space's fields a task's `sweep_preset` fills where the caller gave None; then these defaults
-PRESET_FIELDS = {"schedules": ["two_stage"], "ratios": [10.0, 100.0], "stage1_fracs": [0.25, 0.5], "divisor": 5.0}
+PRESET_FIELDS = {"schedules": ["two_stage"], "ratios": [10.0, 100.0], "stage1_fracs": [0.25, 0.5], "divisor": 5.0,
+                 "pct_start": None, "moms": None}
 
 
 def _number(text: str) -> float:
@@ -57,8 +59,13 @@ class SweepConfig:
     max_concurrent: int = field(default=2, metadata={"help": "trials running at once"})
     scheduler: str = field(default="asha", metadata={"help": "asha stops weak trials early; fifo runs all",
                                                      "choices": SCHEDULERS})
+    search: str = field(default="random", metadata={
+        "help": "how trials are drawn: random (Tune's sampling) or optuna (Optuna's TPE learns from finished "
+                "trials; pip install 'raylessons[optuna]')", "choices": SEARCHERS})
     epochs: int = field(default=4, metadata={"help": "epoch budget of every trial (ASHA's max_t)"})
-    grace_period: int = field(default=1, metadata={"help": "ASHA: epochs before the first cut"})
+    grace_period: int | None = field(default=None, metadata={
+        "help": "ASHA: epochs before the first cut", "default_text": "one past the shortest first stage: a "
+                "one-cycle stage scores poorly while its rate is high, so trials are compared once they have unfrozen"})
     reduction_factor: int = field(default=2, metadata={"help": "ASHA: keep the top 1/reduction_factor at each rung"})
     metric: str | None = field(default=None, metadata={"help": "what trials are ranked by",
                                                        "default_text": "the task's metric"})
@@ -72,8 +79,10 @@ class SweepConfig:
     band: float = field(default=3.0, metadata={"help": "search [guide/band, guide*band] around each guide"})
     stage1_fracs: list | None = field(default=None, metadata={
         "help": "shares of the epoch budget the first stage gets", **FLOATS, "default_text": "the task's preset"})
-    pct_start: list | None = field(default=None, metadata={"help": "pct_start values to search", **FLOATS})
-    moms: list | None = field(default=None, metadata={"help": "(max, min) momentum pairs to search, as JSON"})
+    pct_start: list | None = field(default=None, metadata={"help": "pct_start values to search", **FLOATS,
+                                                            "default_text": "the task's preset (none: 0.3)"})
+    moms: list | None = field(default=None, metadata={"help": "(max, min) momentum pairs to search, as JSON",
+                                                      "default_text": "the task's preset (none: (0.95, 0.85))"})
     wd: list | None = field(default=None, metadata={"help": "LOW,HIGH: search wd log-uniformly", **FLOATS})
     divisor: float | None = field(default=None, metadata={"help": "unfrozen upper = stage-1 rate / divisor",
                                                           "default_text": "the task's preset"})
@@ -86,6 +95,9 @@ class SweepConfig:
         "help": "CPUs of a trial, per worker if DDP", "default_text": "the cluster's CPUs / max_concurrent"})
     gpus_per_trial: float = field(default=0, metadata={
         "help": "GPUs per worker; fractions only for single-worker trials"})
+    lesson_first: bool = field(default=True, metadata={
+        "help": "the first trial is the lesson's own plan at this budget (the task's lesson_trial), and the rate "
+                "bands stretch to cover the lesson's rates: the search starts from the hand-written recipe"})
     configs: list | None = field(default=None, metadata={
         "help": "explicit trial configs, as JSON, evaluated first (e.g. a benchmark's fixed plans)"})
     storage_path: str = field(default="~/raylessons_results", metadata={"help": "where sweeps are stored",
@@ -102,6 +114,23 @@ class SweepConfig:
         for name, default in PRESET_FIELDS.items():
             if getattr(self, name) is None:
                 setattr(self, name, copy.deepcopy(preset.get(name, default)))
+        if self.grace_period is None and isinstance(self.epochs, int) and self.epochs > 0:
+            self.grace_period = default_grace_period(self)
+
+
+def default_grace_period(cfg: SweepConfig) -> int:
+    """One epoch past the shortest first stage of a multi-stage schedule in the space (1 if every schedule has one
+    stage), at most the budget: ASHA then compares trials after they unfroze, not while their first one-cycle
+    stage is at its peak rate (when the plans that win a full run often look worst)."""
+    firsts = []
+    for sched in cfg.schedules or []:
+        try:
+            n_stages = len(schedule_groups(sched))
+            if n_stages > 1:
+                firsts += [split_epochs(n_stages, cfg.epochs, frac)[0] for frac in cfg.stage1_fracs or [None]]
+        except ConfigError:
+            continue  # check_sweep reports a bad schedule or budget
+    return max(1, min(cfg.epochs, min(firsts) + 1)) if firsts else 1
 
 
 def experiment_name(cfg: SweepConfig) -> str:
@@ -112,11 +141,28 @@ def experiment_name(cfg: SweepConfig) -> str:
     return f"sweep-{cfg.task}-{digest}"
 
 
+def _check_optuna(cfg: SweepConfig) -> None:
+    """Optuna is installed and every choice of the space is a plain value (its categorical choices must be)."""
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise ConfigError("search='optuna' needs the optuna package: pip install 'raylessons[optuna]'") from None
+    for name in ("schedules", "moms"):
+        values = getattr(cfg, name) or []
+        if len(values) > 1 and any(isinstance(v, (list, tuple)) for v in values):
+            raise ConfigError(f"search='optuna' takes named {name} only (Optuna's choices are plain values), got "
+                              f"{getattr(cfg, name)}; use search='random' for lists")
+
+
 def check_sweep(cfg: SweepConfig) -> tuple[str, str]:
     """(metric, mode) of `cfg` once every option is checked; a bad one is a ConfigError (before Ray starts)."""
     task = get_task(cfg.task)
     if cfg.scheduler not in SCHEDULERS:
         raise ConfigError(f"unknown scheduler {cfg.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+    if cfg.search not in SEARCHERS:
+        raise ConfigError(f"unknown search {cfg.search!r}; choose one of {', '.join(SEARCHERS)}")
+    if cfg.search == "optuna":
+        _check_optuna(cfg)
     for name in ("trials", "max_concurrent", "epochs", "grace_period", "workers_per_trial", "finder_iters"):
         if int(getattr(cfg, name)) < 1:
             raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
@@ -139,11 +185,18 @@ def check_sweep(cfg: SweepConfig) -> tuple[str, str]:
                 stage1_fracs=cfg.stage1_fracs, pct_start=cfg.pct_start, moms=cfg.moms, wd=cfg.wd)
     for sched in cfg.schedules:
         plan_from_config({"schedule": sched, "stage1_lr": 1e-2, "upper": 1e-3}, cfg.epochs)  # budget fits
+    lesson = [dict(task.lesson_trial)] if cfg.lesson_first and task.lesson_trial else []
     for point in cfg.configs or []:
         missing = {"stage1_lr", "upper"} - set(point)
         if missing:
             raise ConfigError(f"trial config {point} lacks {sorted(missing)}")
         plan_from_config(point, cfg.epochs)
+    for point in lesson:
+        try:
+            plan_from_config(point, cfg.epochs)
+        except ConfigError as e:
+            raise ConfigError(f"the {cfg.task} lesson's plan ({point['schedule']}) does not fit: {e}; raise epochs or "
+                              "set lesson_first=False (--no-lesson-first)") from None
     if task.config(cfg.task_config).split != "train":  # (unknown task options fail here too)
         raise ConfigError("a sweep selects its best trial on the validation set: split=test would select it on "
                           "the held-out test set; leave split at 'train' (test_pct holds the test set out)")

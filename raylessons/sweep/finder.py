@@ -7,12 +7,13 @@
    `lr_find()`; the guide is `suggest_slice` (one decade before the loss shoots up, up to stage1_lr / divisor),
    on the curve untrimmed at the end (the finder stops just after the loss passes 4x its best).
 
-Each writes its PNG (the curve with its suggestion marked) and both curves and values go to `finders.json`,
-all in the experiment's directory.
+Each writes its PNG (the curve with its suggestion marked) and both curves and values go to `finders.json` (with
+the seconds both took), all in the experiment's directory.
 """
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -86,10 +87,11 @@ def run_finders(task_name: str, task_config: dict, out: Path, *, cpus: float = 1
             return found
     threads = max(1, int(cpus))
     opts = {"num_cpus": cpus, "num_gpus": gpus}
+    t0 = time.perf_counter()
     frozen = ray.get(ray.remote(_frozen).options(**opts).remote(task_name, task_config, str(out), threads, seed,
                                                                 tuple(clamp), num_it))
     unfrozen = ray.get(ray.remote(_unfrozen).options(**opts).remote(
         task_name, task_config, str(out), threads, seed, frozen["guide"], warmup_epochs, divisor, num_it))
-    found = {"key": key, "frozen": frozen, "unfrozen": unfrozen}
+    found = {"key": key, "frozen": frozen, "unfrozen": unfrozen, "wall_s": time.perf_counter() - t0}
     saved.write_text(json.dumps(found, indent=1))
     return found

@@ -8,9 +8,12 @@
    and the metric against what it reports.
 2. The two LR finders run as Ray tasks (`finder.run_finders`); their PNGs and curves are stored in the
    experiment directory.
-3. A `Tuner` runs the trials (`trial.sweep_trial`): each turns its config into a plan (`space.plan_from_config`,
-   written as `plan.json` in the trial directory) and runs it, reporting the task metric every epoch, in the trial
-   itself (1 worker) or on a TorchTrainer with `workers_per_trial` DDP workers. ASHA (or FIFO) decides.
+3. A `Tuner` runs the trials (`trial.sweep_trial`): the lesson's own plan first (`lesson_first`), then explicit
+   `configs`, then trials drawn from the space (at random, or by Optuna's TPE with `search="optuna"`). Each turns
+   its config into a plan (`space.plan_from_config`, written as `plan.json` in the trial directory) and runs it,
+   reporting the task metric every epoch, in the trial itself (1 worker) or on a TorchTrainer with
+   `workers_per_trial` DDP workers. ASHA (or FIFO) decides; ASHA's first cut waits until the first stage is over.
+   Tune's loggers write each trial's reports as CSV, JSON and TensorBoard event files in its directory.
    The experiment name is a hash of the sweep's options, so running the same sweep again after a crash
    restores it with `Tuner.restore` (finished trials are kept, unfinished ones resumed from their last epoch).
 4. Results (`report.summarise`): `results.csv` and `results.md` (sorted by the metric), `metric_vs_lr.png`, and
@@ -33,7 +36,7 @@ from .report import summarise
 from .space import build_space, check_schedule, plan_from_config
 from .trial import TrialSetup, sweep_trial
 
-__all__ = ["run_sweep", "trial_resources"]
+__all__ = ["first_trials", "run_sweep", "trial_resources"]
 
 
 def _model_facts(cfg: SweepConfig) -> tuple[int, list[str]]:
@@ -67,8 +70,9 @@ def _check_on_the_model(cfg: SweepConfig, metric: str) -> int:
         raise ConfigError(f"the {cfg.task} task does not report {metric!r}; it reports {', '.join(reported)}")
     for s in cfg.schedules:
         check_schedule(s, n_groups, f"the {cfg.task} model")
-    for point in cfg.configs or []:
-        plan_from_config(point, cfg.epochs, n_groups)
+    for point in ([get_task(cfg.task).lesson_trial] if cfg.lesson_first else []) + list(cfg.configs or []):
+        if point:
+            plan_from_config(point, cfg.epochs, n_groups)
     return n_groups
 
 
@@ -96,9 +100,10 @@ def run_sweep(cfg: SweepConfig) -> dict:
     print(f"LR finders: frozen guide {frozen['guide']:.3g} (steepest {frozen['steepest']:.3g}); unfrozen "
           f"slice({unfrozen['lower']:.3g}, {unfrozen['upper']:.3g}) (knee {unfrozen['knee']}); "
           f"plots in {exp}", flush=True)
+    lesson = get_task(cfg.task).lesson_trial if cfg.lesson_first else None
     space = build_space(frozen["guide"], unfrozen["upper"], band=cfg.band, ratios=cfg.ratios,
                         schedules=cfg.schedules, stage1_fracs=cfg.stage1_fracs, pct_start=cfg.pct_start,
-                        moms=cfg.moms, wd=tuple(cfg.wd) if cfg.wd else None)
+                        moms=cfg.moms, wd=tuple(cfg.wd) if cfg.wd else None, lesson=lesson)
     setup = TrialSetup(task=cfg.task, task_config=cfg.task_config, epochs=cfg.epochs, n_groups=n_groups,
                        workers_per_trial=cfg.workers_per_trial, cpus=cpus, gpus=cfg.gpus_per_trial, seed=cfg.seed,
                        train_storage=str(exp / "train"))
@@ -107,26 +112,50 @@ def run_sweep(cfg: SweepConfig) -> dict:
         print(f"restoring the interrupted sweep {exp}", flush=True)
         tuner = tune.Tuner.restore(str(exp), trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
-        tuner = _tuner(cfg, trainable, space, name, storage, metric, mode)
+        tuner = _tuner(cfg, trainable, space, name, storage, metric, mode, first_trials(cfg, space))
     return summarise(tuner.fit(), cfg, exp, metric, mode, finders)
 
 
-def _tuner(cfg: SweepConfig, trainable, space: dict, name: str, storage: Path, metric: str, mode: str):
+def first_trials(cfg: SweepConfig, space: dict) -> list[dict]:
+    """The trials run before any is drawn: the lesson's plan (`lesson_first`, the task's `lesson_trial`), then the
+    explicit `configs`. Optuna takes only the keys it searches (the space's constants apply anyway)."""
+    points = [dict(get_task(cfg.task).lesson_trial)] if cfg.lesson_first and get_task(cfg.task).lesson_trial else []
+    points += [dict(p) for p in cfg.configs or []]
+    if cfg.search == "optuna":
+        from ray.tune.search.sample import Domain
+
+        points = [{k: v for k, v in p.items() if isinstance(space.get(k), Domain)} for p in points]
+    return points
+
+
+def _tuner(cfg: SweepConfig, trainable, space: dict, name: str, storage: Path, metric: str, mode: str,
+           points: list[dict]):
     """A new Tuner: ASHA (or FIFO) over `space`, explicit `configs` first, `max_concurrent` trials at a time."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.basic_variant import BasicVariantGenerator
 
     scheduler = (ASHAScheduler(max_t=cfg.epochs, grace_period=cfg.grace_period,
                                reduction_factor=cfg.reduction_factor) if cfg.scheduler == "asha"
                  else FIFOScheduler())
-    search = BasicVariantGenerator(points_to_evaluate=[dict(p) for p in cfg.configs or []] or None,
-                                   random_state=cfg.seed, max_concurrent=cfg.max_concurrent)
     return tune.Tuner(
         trainable, param_space=space,
-        # the generator caps concurrency. Not reuse_actors: a reused trial's get_trial_dir() (plan.json) stays
-        # the previous trial's in Ray 2.60
+        # not reuse_actors: a reused trial's get_trial_dir() (plan.json) stays the previous trial's in Ray 2.60
         tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=cfg.trials, scheduler=scheduler,
-                                    search_alg=search),
+                                    search_alg=_searcher(cfg, points)),
         run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=cfg.verbose,
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+
+
+def _searcher(cfg: SweepConfig, points: list[dict]):
+    """Tune's random sampling (seeded), or Optuna's TPE seeded the same way; either caps the trials in flight and
+    runs `points` first."""
+    points = points or None
+    if cfg.search == "optuna":
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        return ConcurrencyLimiter(OptunaSearch(points_to_evaluate=points, seed=cfg.seed),
+                                  max_concurrent=cfg.max_concurrent)
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    return BasicVariantGenerator(points_to_evaluate=points, random_state=cfg.seed, max_concurrent=cfg.max_concurrent)

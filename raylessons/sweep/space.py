@@ -6,7 +6,11 @@ A trial's config is plain data; `plan_from_config` turns it into a plan (the lis
 - `stage1_lr`: the frozen stage's rate (`slice(stage1_lr)`), searched log-uniformly in
   [frozen / band, frozen * band] around the frozen finder's steepest-slope suggestion;
 - `upper`: the unfrozen stages' top rate, log-uniform in [upper / band, upper * band] around the unfrozen
-  guide (`suggest_slice`: stage-1 rate / divisor); `ratio` (upper / lower) is searched among `ratios`
+  guide (`suggest_slice`: stage-1 rate / divisor);
+- with the lesson's rates (the task's `lesson_trial`), each band stretches to cover the lesson's rate as well:
+  a finder's guide on a short curve or a model trained from scratch can be a decade off (head pose's frozen
+  finder suggests 1e-4 where the lesson's 2e-2 trains well), and the lesson's rate is the prior knowledge;
+- `ratio` (upper / lower) is searched among `ratios`
   (fastai's 2.6**4 for the text classifier), so the last stage runs `slice(upper / ratio, upper)`;
 - `schedule`: a gradual-unfreezing schedule (a name of `SCHEDULES` or a list of groups), and
   `stage1_frac`: the share of the epoch budget that the first stage gets when the schedule has 2 stages;
@@ -23,7 +27,8 @@ from typing import Sequence
 
 from ..errors import ConfigError
 
-__all__ = ["SCHEDULES", "ULMFIT_RATIO", "build_space", "plan_from_config", "check_schedule", "split_epochs"]
+__all__ = ["SCHEDULES", "ULMFIT_RATIO", "build_space", "plan_from_config", "check_schedule", "schedule_groups",
+           "split_epochs"]
 
 ULMFIT_RATIO = 2.6 ** 4  # fastai's discriminative ratio for the AWD-LSTM classifier: slice(lr / 2.6**4, lr)
 
@@ -35,7 +40,7 @@ SCHEDULES: dict[str, list] = {
 }
 
 
-def _groups(schedule) -> list:
+def schedule_groups(schedule) -> list:
     if isinstance(schedule, str):
         if schedule not in SCHEDULES:
             raise ConfigError(f"unknown schedule {schedule!r}; known: {sorted(SCHEDULES)} or a list like [-1, 'all']")
@@ -48,7 +53,7 @@ def _groups(schedule) -> list:
 
 def check_schedule(schedule, n_groups: int, model: str = "the model") -> list:
     """The schedule's groups, checked against a model with `n_groups` layer groups (a clear error otherwise)."""
-    groups = _groups(schedule)
+    groups = schedule_groups(schedule)
     for g in groups:
         if g == "all":
             continue
@@ -77,7 +82,7 @@ def split_epochs(n_stages: int, total: int, stage1_frac: float | None = None) ->
 
 def plan_from_config(config: dict, total_epochs: int, n_groups: int | None = None) -> list[dict]:
     """The plan (list of stage dicts) a trial's config stands for; see the module docstring."""
-    groups = _groups(config.get("schedule", "two_stage")) if n_groups is None else \
+    groups = schedule_groups(config.get("schedule", "two_stage")) if n_groups is None else \
         check_schedule(config.get("schedule", "two_stage"), n_groups)
     epochs = split_epochs(len(groups), int(total_epochs), config.get("stage1_frac"))
     stage1_lr, upper = float(config["stage1_lr"]), float(config["upper"])
@@ -100,12 +105,16 @@ def plan_from_config(config: dict, total_epochs: int, n_groups: int | None = Non
     return plan
 
 
-def _band(center: float, band: float, name: str):
+def _band(center: float, band: float, name: str, also: float | None = None):
+    """Log-uniform over [center / band, center * band], stretched to [also / band, ...] or [..., also * band]
+    so that it covers `also` (the lesson's rate) the same way."""
     from ray import tune
 
-    if not (center > 0 and math.isfinite(center)):
-        raise ConfigError(f"the {name} guide must be a positive learning rate, got {center!r}")
-    return tune.loguniform(center / band, center * band)
+    for rate, what in ((center, "guide"), (also, "lesson rate")):
+        if rate is not None and not (rate > 0 and math.isfinite(rate)):
+            raise ConfigError(f"the {name} {what} must be a positive learning rate, got {rate!r}")
+    lo, hi = (center, center) if also is None else (min(center, also), max(center, also))
+    return tune.loguniform(lo / band, hi * band)
 
 
 def _choice(values, name: str):
@@ -120,19 +129,23 @@ def _choice(values, name: str):
 def build_space(frozen_lr: float, upper: float, *, band: float = 3.0, ratios: Sequence[float] = (10.0, 100.0),
                 schedules: Sequence = ("two_stage",), stage1_fracs: Sequence[float] = (0.25, 0.5),
                 pct_start: Sequence[float] | None = None, moms: Sequence[Sequence[float]] | None = None,
-                wd: tuple[float, float] | None = None) -> dict:
-    """A Tune param_space around the finders' guides: rates log-uniform in [guide / band, guide * band]."""
+                wd: tuple[float, float] | None = None, lesson: dict | None = None) -> dict:
+    """A Tune param_space around the finders' guides: rates log-uniform in [guide / band, guide * band]; with
+    `lesson` (a trial config with the lesson's stage1_lr and upper), each band stretches to cover the lesson's
+    rate too: the search spans what the finder suggests and what the lesson used."""
     schedules = [schedules] if isinstance(schedules, str) else list(schedules)
     if not band > 1:
         raise ConfigError(f"band must be > 1 (the search range is [guide / band, guide * band]); got {band}: "
                           "the search space would be empty")
     if any(not r >= 1 for r in ratios):
         raise ConfigError(f"every ratio (upper / lower) must be >= 1, got {list(ratios)}")
-    space = {"stage1_lr": _band(frozen_lr, band, "frozen (stage-1)"), "upper": _band(upper, band, "unfrozen"),
+    lesson = lesson or {}
+    space = {"stage1_lr": _band(frozen_lr, band, "frozen (stage-1)", lesson.get("stage1_lr")),
+             "upper": _band(upper, band, "unfrozen", lesson.get("upper")),
              "ratio": _choice(ratios, "ratio"), "schedule": _choice(schedules, "schedule"),
              "stage1_frac": _choice(stage1_fracs, "stage1_frac")}
     for s in schedules:
-        _groups(s)
+        schedule_groups(s)
     if pct_start is not None:
         space["pct_start"] = _choice(pct_start, "pct_start")
     if moms is not None:

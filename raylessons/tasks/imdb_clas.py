@@ -97,5 +97,10 @@ TASK = Task("imdb_clas", Config, build_source, build_data, build_learner,
             plans={"lesson": default_plan, "smoke": smoke_plan}, metric="accuracy", mode="max",
             # ULMFiT: gradual unfreezing, slice(lr / 2.6**4, lr), the last stage's top rate 1/20 of the first's;
             # the sweep also tries the vision recipe (head, then everything)
+            # and ULMFiT's momentum (0.8, 0.7) in every stage
             sweep_preset={"schedules": ["gradual", "two_stage"], "ratios": [2.6 ** 4], "stage1_fracs": [0.2],
-                          "divisor": 20.0})
+                          "divisor": 20.0, "pct_start": None, "moms": [list(MOMS)]},
+            # the middle stages' top rates are log-spaced between 2e-2 and 1e-3 (7.4e-3, 2.7e-3; the notebook: 1e-2,
+            # 5e-3)
+            lesson_trial={"stage1_lr": 2e-2, "upper": 1e-3, "ratio": 2.6 ** 4, "schedule": "gradual",
+                          "stage1_frac": 0.2, "moms": list(MOMS)})
