@@ -73,6 +73,7 @@ def test_each_tasks_preset_runs_a_two_trial_sweep(task, ray_session, options, tm
     lesson = [r for r in result["rows"] if r["stage1_lr"] == t.lesson_trial["stage1_lr"]]
     drawn = [r for r in result["rows"] if r["stage1_lr"] != t.lesson_trial["stage1_lr"]]
     assert len(lesson) == len(drawn) == 1
+    assert lesson[0]["trial"].endswith(" (lesson)") and not drawn[0]["trial"].endswith(" (lesson)")
     assert lesson[0]["plan"] == plan_summary(plan_from_config(t.lesson_trial, EPOCHS[task]))
     (r,) = drawn
     assert r["schedule"] in preset["schedules"] and r["stage1_frac"] in preset["stage1_fracs"]

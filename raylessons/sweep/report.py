@@ -13,6 +13,7 @@ from ..distributed.worker import EXPORT_DIR
 from ..errors import RaylessonsError
 from ..plan import plan_summary
 from ..plotting import pyplot, save_figure
+from ..tasks import get_task
 from .config import SweepConfig
 from .space import plan_from_config
 
@@ -52,7 +53,11 @@ def trial_row(result, cfg: SweepConfig, metric: str, mode: str) -> dict:
     plan = plan_from_config(conf, cfg.epochs) if {"stage1_lr", "upper"} <= set(conf) else []
     status = "error" if result.error else "finished" if epochs_run >= cfg.epochs else "stopped early"
     schedule = conf.get("schedule")
-    return {"trial": m.get("trial_id") or (Path(result.path).name if result.path else ""),
+    trial = m.get("trial_id") or (Path(result.path).name if result.path else "")
+    lesson = get_task(cfg.task).lesson_trial
+    if cfg.lesson_first and lesson and all(conf.get(k) == v for k, v in lesson.items()):
+        trial = f"{trial} (lesson)"  # the lesson's own plan, the sweep's first trial
+    return {"trial": trial,
             metric: m.get(metric), f"best_{metric}": best_epoch_value, "epochs": epochs_run, "status": status,
             "stage1_lr": conf.get("stage1_lr"), "upper": conf.get("upper"), "ratio": conf.get("ratio"),
             "schedule": json.dumps(schedule) if isinstance(schedule, list) else schedule,
