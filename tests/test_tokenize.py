@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import sys
 
 import pytest
 
@@ -97,6 +98,18 @@ def test_parallel_equals_serial(tok):
     assert tokenize_texts([], n_workers=2) == []
     with pytest.raises(ConfigError, match="n_workers"):
         tokenize_texts(texts, n_workers=0)
+
+
+def test_workers_come_from_a_forkserver_when_ray_runs_in_this_process(tok, monkeypatch):
+    """A forked copy of a Ray driver crashes on exit (it inherits Ray's gRPC threads), breaking the pool; with Ray
+    initialized here the pool's workers start from a forkserver and still give the serial tokens."""
+    import types
+
+    assert tk._pool_context().get_start_method() == "fork"
+    monkeypatch.setitem(sys.modules, "ray", types.SimpleNamespace(is_initialized=lambda: True))
+    assert tk._pool_context().get_start_method() == "forkserver"
+    texts = _texts(40)
+    assert tokenize_texts(texts, n_workers=2) == tok.process_all(texts)
 
 
 def test_cache_hit_skips_tokenizing(tmp_path, monkeypatch):

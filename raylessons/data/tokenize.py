@@ -24,8 +24,10 @@ import html
 import json
 import logging
 import math
+import multiprocessing
 import os
 import re
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
@@ -206,6 +208,15 @@ def _work_chunk(chunk: list[str]) -> list[list[str]]:
     return _WORKER_TOKENIZER.process_all(chunk)
 
 
+def _pool_context():
+    """fork, unless Ray runs in this process: a forked copy of a Ray driver or worker inherits its gRPC threads
+    and crashes when it exits (the pool then breaks), so the workers come from a fresh forkserver instead."""
+    ray = sys.modules.get("ray")
+    if ray is not None and getattr(ray, "is_initialized", lambda: False)():
+        return multiprocessing.get_context("forkserver")
+    return multiprocessing.get_context("fork")
+
+
 def default_n_workers() -> int:
     """The number of cores this process may run on."""
     try:
@@ -270,7 +281,8 @@ def tokenize_texts(texts: Sequence[str], n_workers: int | None = None, cache_dir
     if n_workers == 1:
         tokens = tokenizer.process_all(texts)
     else:
-        with ProcessPoolExecutor(n_workers, initializer=_init_worker, initargs=(tokenizer,)) as pool:
+        with ProcessPoolExecutor(n_workers, mp_context=_pool_context(), initializer=_init_worker,
+                                 initargs=(tokenizer,)) as pool:
             tokens = [toks for chunk in pool.map(_work_chunk, _chunks(texts, n_workers)) for toks in chunk]
     if path is not None:
         _write_cache(path, tokens)
