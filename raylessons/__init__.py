@@ -15,6 +15,8 @@ _EXPORTS = {
     **dict.fromkeys(["cnn_learner", "unet_learner"], ".vision_learner"),
     **dict.fromkeys(["AWD_LSTM", "language_model_learner", "text_classifier_learner"], ".text_learner"),
     **dict.fromkeys(["Learner", "load_learner"], ".learner"),
+    **dict.fromkeys(["Interpretation", "ClassificationInterpretation", "MultiLabelInterpretation",
+                     "SegmentationInterpretation", "PointsInterpretation"], ".interpret"),
     **dict.fromkeys(["accuracy", "accuracy_thresh", "fbeta", "accuracy_ignoring", "BCEWithLogitsFlat",
                      "CrossEntropyFlat", "MSELossFlat"], ".metrics"),
     **dict.fromkeys(["ConfigError", "DataError"], ".errors"),

@@ -74,14 +74,19 @@ def inference_size(label: type[Label] | Label, size):
 class Predictor:
     """Validation-time preprocessing + batched forward + decoding, for one model."""
 
-    def __init__(self, model: torch.nn.Module, data, device: torch.device, threshold: float | None = None):
+    def __init__(self, model: torch.nn.Module, data, device: torch.device, threshold: float | None = None,
+                 thresholds: dict[str, float] | None = None):
         self.model, self.data, self.device = model.eval(), data, torch.device(device)
         self.label = data.label  # a label of the kind, or the kind's class: both decode
         self.classes = list(data.classes or [])
         self.size = inference_size(self.label, data.size)
         self.pipeline = Pipeline([], size=self.size, train=False)
-        self.threshold = threshold if threshold is not None else \
-            getattr(data, "meta", {}).get("threshold", DEFAULT_THRESHOLD)
+        meta = getattr(data, "meta", {})
+        self.threshold = threshold if threshold is not None else meta.get("threshold", DEFAULT_THRESHOLD)
+        per_tag = thresholds if thresholds is not None else meta.get("thresholds")
+        # (C,) one threshold per tag (tags not listed keep the global one), or None: the global threshold alone
+        self.thresholds = None if not per_tag else torch.tensor(
+            [float(per_tag.get(c, self.threshold)) for c in self.classes])
 
     @property
     def kind(self) -> str:
@@ -90,7 +95,8 @@ class Predictor:
     @classmethod
     def from_learner(cls, learn) -> "Predictor":
         """The predictor of a (trained or loaded) learner."""
-        return cls(learn.model, learn.data, learn.device, threshold=learn.export_extra.get("threshold"))
+        return cls(learn.model, learn.data, learn.device, threshold=learn.export_extra.get("threshold"),
+                   thresholds=learn.export_extra.get("thresholds"))
 
     @classmethod
     def from_export(cls, dest: str | Path, device: str | None = None) -> "Predictor":
@@ -130,8 +136,9 @@ class Predictor:
         segmentation: (mask (H, W) of class ids at `size`, names of the classes present, probs (C, h, w));
         points: ((K, 2) (row, col) in pixels of `size`, (K, 2) in [-1, 1], raw output).
         """
-        thresh = self.threshold if threshold is None else threshold
-        return self.label.decode(out, self.classes, thresh, size or self.size)
+        if threshold is None:  # the export's own: per tag when it has them
+            threshold = self.threshold if self.thresholds is None else self.thresholds
+        return self.label.decode(out, self.classes, threshold, size or self.size)
 
     def predict(self, item, threshold: float | None = None):
         """The decoded answer for one item."""

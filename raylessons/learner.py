@@ -11,13 +11,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import learner_io
-from .callbacks import Callback, CancelFitException, LRFinder, OneCycleScheduler
+from . import learner_io, tta
+from .callbacks import Callback, CancelFitException, LRFinder, OneCycleScheduler, TensorBoardCallback
+from .callbacks.tensorboard import default_log_dir
 from .device import default_device
 from .inference import InferenceData, load_export
 from .metrics import metric_name
 from .recorder import Recorder
 from .schedule import DEFAULT_LR, lr_range
+from .summary import summary as _summary
 
 __all__ = ["Learner", "AdamW", "load_learner"]
 
@@ -246,9 +248,23 @@ class Learner:
         self._scaler = torch.amp.GradScaler("cuda", enabled=False)
         return self
 
+    def log_to_tensorboard(self, log_dir: str | Path | None = None) -> TensorBoardCallback:
+        """Write every later fit (and lr_find) as TensorBoard event files in `log_dir` (default
+        `path/runs/<local time>`; see `tensorboard --logdir <path>/runs`); replaces an earlier TensorBoard callback.
+        Returns the callback (its `log_dir`); only the main process writes."""
+        for cb in [c for c in self.callbacks if isinstance(c, TensorBoardCallback)]:
+            cb.close()
+            self.callbacks.remove(cb)
+        cb = TensorBoardCallback(log_dir if log_dir is not None else default_log_dir(self.path))
+        self.callbacks.append(cb)
+        return cb
+
     # ----- persistence and inference (learner_io.py)
     save, load, export, predict = learner_io.save, learner_io.load, learner_io.export, learner_io.predict
     get_preds, show_results = learner_io.get_preds, learner_io.show_results
+
+    # ----- fastai's summary and test-time augmentation (summary.py, tta.py)
+    summary, TTA, tta_only = _summary, tta.TTA, tta.tta_only
 
 
 def load_learner(dest: str | Path, device: str | torch.device | None = None) -> Learner:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .export_meta import EXPORT_META, EXPORT_MODEL
+from .export_meta import EXPORT_META, EXPORT_MODEL, check_thresholds
 from .inference import Predictor
 from .limits import DEFAULT_THRESHOLD
 from .text_predict import TextPredictor
@@ -64,6 +64,7 @@ def export(self, dest: str | Path | None = None, extra: dict | None = None) -> P
     meta["arch"] = self.model_meta.get("arch")
     meta.update(getattr(self, "export_extra", {}))
     meta.update(extra or {})
+    check_thresholds(meta, dest)  # before anything is written: a bad threshold never reaches a served export
     state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
     torch.save(state, dest / (EXPORT_MODEL + ".tmp"))
     (dest / (EXPORT_META + ".tmp")).write_text(json.dumps(meta, indent=2))
@@ -99,17 +100,23 @@ def predict(self, item, **kwargs):
 
 
 @torch.no_grad()
-def get_preds(self, dl=None, activ: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """(predictions, targets) over a loader (default valid), after the loss's activation."""
+def get_preds(self, dl=None, activ: bool = True, with_loss: bool = False):
+    """(predictions, targets) over a loader (default valid), after the loss's activation; with `with_loss`,
+    (predictions, targets, losses): each item's loss from the same forward pass (fastai's `with_loss=True`)."""
     dl = dl if dl is not None else self.data.valid_dl
     self.model.eval()
-    preds, targs = [], []
+    if hasattr(self.model, "reset"):  # an RNN reads the set from a fresh state, as in validate
+        self.model.reset()
+    preds, targs, losses = [], [], []
     for xb, yb in dl:
         xb, yb = self.data.to_device(xb, yb, self.device, self.channels_last)
         out = self.model(xb).float()
         preds.append(self.data.label.activation(out) if activ else out)
         targs.append(yb)
-    return torch.cat(preds).cpu(), torch.cat(targs).cpu()
+        if with_loss:  # the loss of each item alone: the flattened losses average over what one item holds
+            losses.append(torch.stack([self.loss_func(out[i:i + 1], yb[i:i + 1]).float() for i in range(len(yb))]))
+    result = (torch.cat(preds).cpu(), torch.cat(targs).cpu())
+    return (*result, torch.cat(losses).cpu()) if with_loss else result
 
 
 def show_results(self, rows: int = 3, path: str | Path = "results.png", ds_type: str = "valid") -> Path:
@@ -118,8 +125,6 @@ def show_results(self, rows: int = 3, path: str | Path = "results.png", ds_type:
     if ds_type not in ("valid", "train"):
         raise ValueError(f"ds_type must be 'valid' or 'train', got {ds_type!r}")
     xb, yb = self.data.one_batch(train=ds_type == "train")
-    if hasattr(self.model, "reset"):  # an RNN reads the batch from a fresh state
-        self.model.reset()
     preds, _ = self.get_preds([(xb, yb)])
     threshold = self.export_extra.get("threshold", DEFAULT_THRESHOLD)
     return self.data.show_results(xb, yb, preds, rows, path, threshold)

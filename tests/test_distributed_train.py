@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from raylessons.distributed.train import TrainRun, fit_plan
+from raylessons.distributed.train import TrainRun, epoch_rows, fit_plan
 from raylessons.errors import ConfigError, DataError
 from raylessons.learner import load_learner
 
@@ -57,6 +57,17 @@ def kill_one_worker_when_whole(path: Path, delay: float = 0.3, timeout: float = 
     return t, killed
 
 
+def tensorboard_events(run_dir: Path):
+    """The TensorBoard events of a run (rank 0's, in run_dir/tensorboard), read by TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from raylessons.distributed.worker import TENSORBOARD_DIR
+
+    events = EventAccumulator(str(run_dir / TENSORBOARD_DIR), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    return events
+
+
 def _load_job(name: str):
     import importlib.util
 
@@ -89,6 +100,21 @@ def test_job_entrypoint_in_process(uninterrupted):
     assert meta["arch"] == "resnet18" and (run_dir / "export" / "model.pt").is_file()
     run_json = json.loads((run_dir / "run.json").read_text())
     assert run_json["num_workers"] == 2 and run_json["plan"][1]["max_lr"] == "slice(0.0001, 0.01)"
+    # rank 0's TensorBoard events in run_dir/tensorboard (one file: only rank 0 writes): the train loss of each of
+    # its batches, step counted over the plan's stages; per epoch of the plan the validation, the metrics and each
+    # layer group's lr and momentum; the first training batch's images once
+    assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    events = tensorboard_events(run_dir)
+    rows = epoch_rows(run_dir)
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(sum(len(r["batch_losses"]) for r in rows)))
+    for tag in ("valid/loss", "metrics/accuracy_thresh", "metrics/fbeta", *(f"lr/group_{i}" for i in range(3)),
+                *(f"mom/group_{i}" for i in range(3))):
+        assert [e.step for e in events.Scalars(tag)] == [0, 1, 2], tag
+    valid = [e.value for e in events.Scalars("valid/loss")]
+    assert valid == pytest.approx([r["valid_loss"] for r in rows], rel=1e-5)
+    lrs = [[e.value for e in events.Scalars(f"lr/group_{i}")] for i in range(3)]
+    assert lrs[0][1] < lrs[2][1]  # the unfrozen stage's discriminative lrs
+    assert [len(events.Images("show_batch")), events.Images("show_batch")[0].step] == [1, 0]
 
 
 def test_killed_worker_restarts_from_the_newest_checkpoint(uninterrupted, planet_dir, tmp_path):
@@ -125,6 +151,15 @@ def test_killed_worker_restarts_from_the_newest_checkpoint(uninterrupted, planet
     learn = load_learner(result["export"])
     tags, mask, probs = learn.predict(next((planet_dir / "train-jpg").glob("*.jpg")))
     assert probs.shape == (len(learn.data.classes),)
+    # TensorBoard: the restarted rank 0 added an event file to the same directory and went on from the checkpoint's
+    # step counts; what the first one logged past the checkpoint is hidden (purged), so every batch shows once
+    run_dir = tmp_path / "killed"
+    assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 2
+    events = tensorboard_events(run_dir)
+    n_batches = sum(len(r["batch_losses"]) for r in epoch_rows(run_dir))
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(n_batches))
+    assert sorted({e.step for e in events.Scalars("valid/loss")}) == [0, 1, 2]
+    assert len(events.Images("show_batch")) == 1  # not written again by the restarted run
 
 
 def test_bad_plan_and_data_fail_before_workers_start(ray_session, planet_dir, tmp_path):

@@ -77,17 +77,23 @@ def test_a_predictor_built_from_export_metadata_decodes_by_the_kind():
 
 
 def test_answers_of_the_served_kinds():
-    class Stub:  # what an answer asks of the predictor: its classes, threshold and decode
-        classes, threshold = ["a", "b"], 0.5
+    class Stub:  # what an answer asks of the predictor: its classes, threshold(s) and decode
+        classes, threshold, thresholds = ["a", "b"], 0.5, None
 
         def decode(self, row, threshold=None, size=None):
-            return MultiCategoryLabel.decode(row, self.classes, self.threshold if threshold is None else threshold)
+            own = self.threshold if self.thresholds is None else self.thresholds
+            return MultiCategoryLabel.decode(row, self.classes, own if threshold is None else threshold)
 
     row = torch.tensor([0.6, 0.4])
     assert MultiCategoryLabel.answer(Stub(), row, None) == {"tags": ["a"], "probs": {"a": pytest.approx(0.6),
                                                                                        "b": pytest.approx(0.4)},
                                                             "threshold": 0.5}
     assert MultiCategoryLabel.answer(Stub(), row, None, threshold=0.3)["tags"] == ["a", "b"]
+    per_tag = Stub()
+    per_tag.thresholds = torch.tensor([0.7, 0.3])  # a threshold per tag: both tags flip
+    assert MultiCategoryLabel.answer(per_tag, row, None)["tags"] == ["b"]
+    assert MultiCategoryLabel.answer(per_tag, row, None)["thresholds"] == pytest.approx({"a": 0.7, "b": 0.3})
+    assert "thresholds" not in MultiCategoryLabel.answer(per_tag, row, None, threshold=0.5)
     assert {cls.kind for cls in LABEL_KINDS.values() if cls.served} == {"multi_category", "category",
                                                                          "segmentation", "points"}
     with pytest.raises(NotImplementedError, match="'lm' has no HTTP answer"):

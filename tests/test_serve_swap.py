@@ -121,3 +121,41 @@ def test_refused_swap_keeps_the_old_model(planet_export, other_planet_export, sp
     assert swapped[:2] == (other, None) and swapped[2] != pytest.approx(start[2], abs=1e-4)
     assert kept == swapped
     assert back == start
+
+
+def test_per_tag_thresholds_decide_the_served_tags(serve_url, planet_export, planet_predictor, tmp_path):
+    """An export carrying a threshold per tag (MultiLabelInterpretation.optimal_thresholds) is served with them:
+    an image whose tags flip between the global 0.2 and the per-tag thresholds gets the per-tag tags; `?threshold=`
+    still decides every tag with one threshold; GET /models shows the thresholds."""
+    import shutil
+
+    from raylessons.serving import swap
+
+    image = planet_export[1][0]
+    classes = planet_predictor.classes
+    global_tags, _, probs = planet_predictor.predict(image, threshold=0.2)
+    probs = dict(zip(classes, probs.tolist()))
+    # a tag above 0.2 gets a threshold above its probability, one below 0.2 a threshold below it: both flip
+    above = [c for c in classes if 0.2 < probs[c] < 0.95][:2]
+    below = [c for c in classes if 0.002 < probs[c] < 0.2][:2]
+    thresholds = {**{c: round(probs[c] + 0.04, 4) for c in above}, **{c: round(probs[c] / 2, 4) for c in below}}
+    expected = sorted((set(global_tags) - set(above)) | set(below), key=classes.index)
+    assert expected != global_tags and thresholds
+    export = tmp_path / "planet-per-tag"
+    shutil.copytree(planet_export[0], export)
+    meta = json.loads((export / "meta.json").read_text())
+    (export / "meta.json").write_text(json.dumps({**meta, "thresholds": thresholds}))
+    swap({"planet": str(export)})
+    try:
+        with httpx.Client(base_url=serve_url, timeout=60, trust_env=False) as c:
+            post = lambda **params: c.post("/planet", content=image.read_bytes(),  # noqa: E731
+                                           headers={"content-type": "image/jpeg"}, params=params).json()
+            answer = post()
+            assert answer["tags"] == expected
+            assert answer["thresholds"] == pytest.approx({c: thresholds.get(c, 0.2) for c in classes})
+            overridden = post(threshold=0.2)
+            assert overridden["tags"] == global_tags and "thresholds" not in overridden
+            info = {m["task"]: m for m in c.get("/models").json()["models"]}["planet"]
+            assert info["thresholds"] == thresholds and info["threshold"] == 0.2
+    finally:
+        swap({"planet": str(planet_export[0])})  # back, for the other tests

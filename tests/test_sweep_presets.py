@@ -94,6 +94,11 @@ def test_each_tasks_preset_runs_a_two_trial_sweep(task, ray_session, options, tm
         events.Reload()
         curve = [(e.step, e.value) for e in events.Scalars(f"ray/tune/{t.metric}")]
         assert curve == [(i + 1, pytest.approx(rep[t.metric], rel=1e-5)) for i, rep in enumerate(reports)]
+        # and the trial's own learner events (TensorBoardCallback): per batch, per epoch, one show_batch
+        ours = EventAccumulator(str(Path(result["path"]) / trial / "tensorboard"))
+        ours.Reload()
+        assert [e.step for e in ours.Scalars("valid/loss")] == list(range(EPOCHS[task]))
+        assert len(ours.Scalars("train/loss")) >= EPOCHS[task] and "lr/group_0" in ours.Tags()["scalars"]
     if task != "imdb_clas":
         return
     # ULMFiT's gradual unfreezing (the lesson's trial) ran end to end inside Tune: 4 stages of one epoch, one more

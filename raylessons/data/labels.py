@@ -87,6 +87,17 @@ class Label:
         """The JSON-able HTTP answer of one activated row (served kinds only)."""
         raise NotImplementedError(f"label kind {cls.kind!r} has no HTTP answer")
 
+    # ----- test-time augmentation (learn.TTA: zooms into a corner, flips left-right)
+    tta = False  # whether learn.TTA applies: the prediction stays put (classes) or maps back (points)
+
+    @classmethod
+    def tta_inverse(cls, pred: torch.Tensor, flip: bool, row_lo: float, col_lo: float,
+                    scale: float) -> torch.Tensor:
+        """Activated predictions (B, ...) made on images zoomed by `scale` into the window that starts at unit
+        coordinates (row_lo, col_lo), then flipped left-right when `flip` -> predictions for the original
+        images. Identity: a class does not move with the image (points override this)."""
+        return pred
+
     # ----- show_batch / show_results
     def title(self, y: torch.Tensor) -> str:
         """A short human title for one target (show_batch)."""
@@ -104,6 +115,7 @@ class _ClassLabel(Label):
     """Labels naming classes: the classes are those found in the data, or checked against the given ones."""
 
     multi = False  # several classes per item
+    tta = True  # TTA averages the activated probabilities of the augmented passes
 
     def __init__(self, raw: Sequence, classes: list[str]):
         super().__init__(raw, classes)
@@ -149,10 +161,14 @@ class MultiCategoryLabel(_ClassLabel):
 
     @classmethod
     def answer(cls, predictor, row, size, threshold: float | None = None) -> dict:
-        """`{"tags": [...], "probs": {tag: p}, "threshold": t}` of one sigmoid row."""
-        thresh = predictor.threshold if threshold is None else threshold
-        tags, _, probs = predictor.decode(row, thresh)
-        return {"tags": tags, "probs": dict(zip(predictor.classes, probs.tolist())), "threshold": thresh}
+        """`{"tags": [...], "probs": {tag: p}, "threshold": t}` of one sigmoid row; when the export decides each tag
+        with its own threshold (and the query sets none), `"thresholds": {tag: t}` says which."""
+        tags, _, probs = predictor.decode(row, threshold)
+        answer = {"tags": tags, "probs": dict(zip(predictor.classes, probs.tolist())),
+                  "threshold": predictor.threshold if threshold is None else threshold}
+        if threshold is None and predictor.thresholds is not None:
+            answer["thresholds"] = dict(zip(predictor.classes, predictor.thresholds.tolist()))
+        return answer
 
     def title(self, y: torch.Tensor) -> str:
         return ";".join(self.classes[i] for i in torch.nonzero(y > 0.5).flatten().tolist())

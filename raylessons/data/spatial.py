@@ -189,6 +189,7 @@ class PointsLabel(_SpatialLabel):
     kind = "points"
     target_kind = "points"
     remove_out = True
+    tta = True  # TTA maps each augmented pass's points back to the original image before averaging
 
     def __init__(self, raw: Sequence, classes=None, items: Sequence | None = None, on_bad_item: str = "raise"):
         points = [_as_points(p, items[i] if items is not None else None) for i, p in enumerate(raw)]
@@ -230,6 +231,17 @@ class PointsLabel(_SpatialLabel):
         """((K, 2) (row, col) in pixels of `size`, (K, 2) in [-1, 1], the raw output)."""
         unit = out.reshape(-1, 2)
         return points_from_unit(unit, size), unit, out
+
+    @classmethod
+    def tta_inverse(cls, pred: torch.Tensor, flip: bool, row_lo: float, col_lo: float,
+                    scale: float) -> torch.Tensor:
+        """(B, 2K) (row, col) in [-1, 1] predicted on a zoomed (then maybe flipped) image -> the original image's
+        coordinates: un-flip the column (c -> -c), then un-zoom (u = lo + (u' + 1) / scale)."""
+        pts = pred.reshape(pred.shape[0], -1, 2)
+        if flip:
+            pts = pts * pts.new_tensor([1.0, -1.0])
+        lo = pts.new_tensor([row_lo, col_lo])
+        return (lo + (pts + 1) / scale).reshape(pred.shape)
 
     @classmethod
     def answer(cls, predictor, row, size) -> dict:

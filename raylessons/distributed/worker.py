@@ -13,16 +13,18 @@ from pathlib import Path
 
 import torch
 
+from ..callbacks.tensorboard import TensorBoardCallback
 from ..plan import Stage, epochs_before, next_position, run_plan
 from ..tasks import get_task
 from .checkpoints import write_manifest
 
-__all__ = ["BATCH_LOSSES", "EPOCHS_FILE", "EXPORT_DIR", "POSITION_FILE", "STATE_FILE", "WorkerConfig", "epoch_seed",
-           "run_worker", "use_sync_batchnorm", "worker_config", "worker_threads"]
+__all__ = ["BATCH_LOSSES", "EPOCHS_FILE", "EXPORT_DIR", "POSITION_FILE", "STATE_FILE", "TENSORBOARD_DIR",
+           "WorkerConfig", "epoch_seed", "run_worker", "use_sync_batchnorm", "worker_config", "worker_threads"]
 
 STATE_FILE, POSITION_FILE, EXPORT_DIR = "state.pt", "position.json", "export"
 EPOCHS_FILE = "epochs.jsonl"  # one line per epoch (rank 0): what the driver prints as the run's table
 BATCH_LOSSES = "batch_losses"  # in each line of EPOCHS_FILE: the epoch's smoothed train loss per batch (loss curves)
+TENSORBOARD_DIR = "tensorboard"  # rank 0's TensorBoard event files, in run_dir (a resumed run adds a file)
 
 
 @dataclass
@@ -34,7 +36,7 @@ class WorkerConfig:
     stages: list[Stage]
     seed: int = 0
     threads: int = 1                # torch threads of this process
-    run_dir: str | None = None      # rank 0 appends each epoch's row to run_dir/epochs.jsonl
+    run_dir: str | None = None      # rank 0: run_dir/epochs.jsonl (a row per epoch), run_dir/tensorboard
     print_epochs: bool = False      # the epoch table printed live (in this process; Ray runs leave it to the driver)
 
 
@@ -121,14 +123,33 @@ def run_worker(worker: WorkerConfig, report: Callable, checkpoint=None, device=N
         learn.recorder.epoch_offset = epochs_before(stages, stage)
         torch.manual_seed(epoch_seed(worker.seed, rank, epochs_before(stages, stage, epoch)))
 
+    tb = _tensorboard(learn, worker, stages, start, pos, rank)
+
     def on_epoch_end(learn, stage: int, epoch: int) -> None:
         if rank == 0 and worker.run_dir and learn.recorder.epoch_rows:
             _append_epoch_row(learn, Path(worker.run_dir), stage)
-        _report_epoch(learn, stage, epoch, stages, rank, report, extra)
+        _report_epoch(learn, stage, epoch, stages, rank, report, extra, tb.batch_step if tb else None)
 
-    # run_plan checks the stages' layer groups against the real model
-    run_plan(learn, stages, start, on_epoch_end=on_epoch_end, resize=resize, on_epoch_begin=on_epoch_begin,
-             restore=_restorer(state, start) if state is not None else None)
+    try:  # run_plan checks the stages' layer groups against the real model
+        run_plan(learn, stages, start, on_epoch_end=on_epoch_end, resize=resize, on_epoch_begin=on_epoch_begin,
+                 restore=_restorer(state, start) if state is not None else None)
+    finally:
+        if tb is not None:
+            tb.close()
+
+
+def _tensorboard(learn, worker: WorkerConfig, stages: list[Stage], start: tuple[int, int], pos: dict,
+                 rank: int) -> TensorBoardCallback | None:
+    """Rank 0 of a run with a run_dir logs to run_dir/tensorboard; a resumed run goes on from the checkpoint's step
+    counts (its train batches, kept in the position; estimated for checkpoints written without them)."""
+    if rank != 0 or not worker.run_dir:
+        return None
+    epochs = epochs_before(stages, *start)
+    batches = pos.get("train_batches", epochs * len(learn.data.train_dl))
+    tb = TensorBoardCallback(Path(worker.run_dir) / TENSORBOARD_DIR, batch_step=batches, epoch_step=epochs,
+                             resume=bool(pos))
+    learn.callbacks.append(tb)  # the learner's own list: every stage's fit (and resize) keeps it
+    return tb
 
 
 def _restorer(state: dict, start: tuple[int, int]) -> Callable:
@@ -150,7 +171,7 @@ def _append_epoch_row(learn, run_dir: Path, stage: int) -> None:
 
 
 def _report_epoch(learn, stage: int, epoch: int, stages: list[Stage], rank: int, report: Callable,
-                  extra: dict | None = None) -> None:
+                  extra: dict | None = None, train_batches: int | None = None) -> None:
     row = dict(learn.recorder.epoch_rows[-1]) if learn.recorder.epoch_rows else {}
     row.pop("epoch", None)
     last = stage == len(stages) - 1 and epoch == stages[stage].epochs - 1
@@ -164,8 +185,10 @@ def _report_epoch(learn, stage: int, epoch: int, stages: list[Stage], rank: int,
             if learn.opt is not None:
                 state["opt"] = learn.opt.state_dict()
             torch.save(state, Path(d) / STATE_FILE)
-            (Path(d) / POSITION_FILE).write_text(json.dumps({"stage": stage, "epoch": epoch,
-                                                             "metrics": _jsonable(metrics)}))
+            position = {"stage": stage, "epoch": epoch, "metrics": _jsonable(metrics)}
+            if train_batches is not None:  # the TensorBoard step a resumed run goes on from
+                position["train_batches"] = train_batches
+            (Path(d) / POSITION_FILE).write_text(json.dumps(position))
             if last:
                 learn.export(Path(d) / EXPORT_DIR)
             write_manifest(d)  # last: a copy missing any file (or cut short) is not taken for a checkpoint

@@ -51,4 +51,4 @@ def summary(task: str, meta: dict) -> dict:
     """What GET /models shows of one export."""
     keys = ("arch", "classes", "size", "metrics", "exported_at")
     return {"task": task, "kind": meta["label_kind"], **{k: meta.get(k) for k in keys},
-            "threshold": meta.get("threshold", DEFAULT_THRESHOLD)}
+            "threshold": meta.get("threshold", DEFAULT_THRESHOLD), "thresholds": meta.get("thresholds")}

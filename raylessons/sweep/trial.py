@@ -1,5 +1,6 @@
 """One Tune trial: its config becomes a plan (`plan.json` in the trial directory), run in the trial itself or on
-Ray Train workers, reporting every epoch to Tune."""
+Ray Train workers, reporting every epoch to Tune. A trial run in itself logs to TensorBoard in
+`<trial dir>/tensorboard`; one on Ray Train workers in its Train run's directory (`<train storage>/train-<id>`)."""
 from __future__ import annotations
 
 import json
@@ -54,5 +55,6 @@ def sweep_trial(config: dict, setup: TrialSetup) -> None:
         ckpt = tune.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None
         tune.report({**metrics, "node_id": node}, checkpoint=ckpt)
 
-    worker = worker_config(setup.task, setup.task_config, stages, seed=setup.seed, cpus=setup.cpus)
+    # the trial directory is the run's: epochs.jsonl and the TensorBoard events (tensorboard/) beside plan.json
+    worker = worker_config(setup.task, setup.task_config, stages, seed=setup.seed, cpus=setup.cpus, run_dir=trial_dir)
     run_worker(worker, report, tune.get_checkpoint())
