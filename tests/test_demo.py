@@ -40,6 +40,11 @@ def test_smoke_demo_runs_every_layer(smoke):
         assert f"POST http://127.0.0.1:8199{route}" in console
     assert re.search(r"lesson plan fbeta [0-9.]+, sweep best [0-9.]+", console)
     assert (out / "runs" / "demo-planet" / EPOCHS_FILE).is_file()  # the one Ray Train run
+    # a threshold per tag, chosen on validation, travels with the served export
+    gain = re.search(r"valid F2 at the global threshold 0.2: ([0-9.]+); with a threshold per tag: ([0-9.]+)", console)
+    assert gain and float(gain.group(2)) >= float(gain.group(1))
+    meta = json.loads((out / "runs" / "demo-planet" / "export" / "meta.json").read_text())
+    assert set(meta["thresholds"]) == set(meta["classes"]) and meta["metrics"]["fbeta"] > 0
     assert (out / "ray.log").is_file()
 
 
@@ -56,7 +61,7 @@ def test_smoke_demo_writes_the_lessons_pictures_and_the_report(smoke):
     for title in ("Planet", "Planet sweep", "CamVid", "Head pose", "Sentiment", "Ray Serve", "Summary"):
         assert title in page
     # every picture inlined (the page stands alone), the HTTP answers and the summary's rows in it
-    assert page.count("<img") == 19 and page.count('src="data:image/png;base64,') == page.count("<img")
+    assert page.count("<img") == 20 and page.count('src="data:image/png;base64,') == page.count("<img")
     assert "POST http://127.0.0.1:8199/sentiment" in page and "lesson plan" in page
 
 
@@ -152,7 +157,7 @@ def test_smoke_demo_report_renders_in_headless_chromium(smoke, chromium_page):
     widths = page.evaluate("() => Array.from(document.images, i => i.complete ? i.naturalWidth : 0)")
     page.screenshot(path=str(out / "report-screenshot.png"), full_page=True)
     assert errors == [] and [u for u in requests if not u.startswith(("file:", "data:"))] == []
-    assert len(widths) == 19 and min(widths) > 0, widths  # every picture of the demo loaded
+    assert len(widths) == 20 and min(widths) > 0, widths  # every picture of the demo loaded
     from PIL import Image
 
     with Image.open(out / "report-screenshot.png") as shot:

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..export_meta import read_export_meta
+from ..interpret import Interpretation
 from ..sweep import SweepConfig, run_sweep
 from ..tasks import TASKS
 from .common import add_run_pictures, find_lr, heading, synth_once, train
 
-__all__ = ["demo_planet", "demo_sweep", "demo_camvid", "demo_head_pose", "PLANET_LR_RANGE"]
+__all__ = ["demo_planet", "demo_sweep", "demo_camvid", "demo_head_pose", "planet_thresholds", "PLANET_LR_RANGE"]
 
 # from scratch the finder's curve is noisy: the steepest slope is kept in this range (the sweep's guide too)
 PLANET_LR_RANGE = (1e-3, 3e-2)
@@ -56,7 +58,26 @@ def demo_planet(out: Path, p: dict, report, n: int | None = None) -> dict:
           f"(accuracy_thresh {result['metrics']['accuracy_thresh']:.4f}); export: {result['export']}")
     section.note(f"Validation F2 (fbeta, threshold 0.2): {result['metrics']['fbeta']:.4f}.")
     add_run_pictures(section, learn, result, out, "planet")
+    planet_thresholds(section, learn, result, out)
     return result
+
+
+def planet_thresholds(section, learn, result: dict, out: Path) -> None:
+    """The trained model's top losses and one threshold per tag (chosen on validation); the export carries them,
+    so Serve decides each tag with its own."""
+    heading("Planet: look inside (top losses, a threshold per tag)")
+    interp = Interpretation.from_learner(learn)  # `learn` holds the trained weights (add_run_pictures)
+    section.image(interp.plot_top_losses(9, out / "planet_top_losses.png"),
+                  "interp.plot_top_losses(9): the validation chips the model got most wrong")
+    thresholds = interp.optimal_thresholds()
+    base, tuned = interp.fbeta(), interp.fbeta(thresholds)
+    result["thresholds"], result["fbeta_per_tag"] = thresholds, tuned
+    meta = read_export_meta(result["export"])
+    learn.export(result["export"], extra={"thresholds": thresholds, "metrics": meta.get("metrics", {})})
+    moved = {t: v for t, v in thresholds.items() if abs(v - interp.threshold) > 1e-9}
+    section.note(f"interp.optimal_thresholds(): validation F2 {base:.4f} at the global 0.2, {tuned:.4f} with a "
+                 f"threshold per tag ({tuned - base:+.4f}); the served export carries them "
+                 f"({len(moved)} of {len(thresholds)} tags moved).")
 
 
 def demo_sweep(out: Path, planet: dict, p: dict, report) -> dict:
@@ -122,6 +143,11 @@ def demo_camvid(out: Path, p: dict, report) -> dict:
           f"export: {result['export']}")
     section.note(f"Validation pixel accuracy, Void ignored: {result['metrics']['acc_camvid']:.4f}.")
     add_run_pictures(section, learn, result, out, "camvid")
+    interp = Interpretation.from_learner(learn)
+    iou = interp.per_class_iou().dropna().sort_values("pixels", ascending=False).head(5)
+    worst = ", ".join(f"{name} ({acc:.2f})" for name, acc in interp.worst_frames(3))
+    section.note(f"Interpretation: mean IoU {interp.mean_iou():.3f}; IoU of the largest classes: "
+                 + ", ".join(f"{c} {v:.2f}" for c, v in zip(iou["class"], iou["iou"])) + f"; worst frames: {worst}.")
     return result
 
 
@@ -154,4 +180,8 @@ def demo_head_pose(out: Path, p: dict, report) -> dict:
           f"export: {result['export']}")
     section.note(f"Validation MSE in [-1, 1] coordinates: {result['metrics']['valid_loss']:.4f}.")
     add_run_pictures(section, learn, result, out, "head_pose", rows=3)
+    errors = Interpretation.from_learner(learn).error_summary()
+    if errors["items"]:
+        section.note(f"Interpretation: the predicted centre is off by {errors['median']:.1f} px (median; 90th "
+                     f"percentile {errors['p90']:.1f}, worst {errors['max']:.1f}) in the original frames' pixels.")
     return result
