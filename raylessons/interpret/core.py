@@ -91,7 +91,7 @@ class Interpretation:
         n = len(positions)
         cols = max(1, math.ceil(math.sqrt(n))) if panels == 1 else panels
         rows = math.ceil(n / cols) if panels == 1 else n
-        fig, axs = plt.subplots(max(rows, 1), cols, figsize=(3.2 * cols, 3.6 * max(rows, 1)), squeeze=False)
+        fig, axs = plt.subplots(max(rows, 1), cols, figsize=(3.2 * cols, 4.2 * max(rows, 1)), squeeze=False)
         for ax in axs.flat:
             ax.axis("off")
         cells = axs.flat if panels == 1 else axs
