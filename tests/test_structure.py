@@ -202,7 +202,7 @@ LAYERS = [
     ["raylessons.vision", "raylessons.text"],
     ["raylessons.options", "raylessons.plan"],
     ["raylessons.tasks"],
-    ["raylessons.cluster"],
+    ["raylessons.cluster", "raylessons.storage"],
     ["raylessons.distributed", "raylessons.sweep", "raylessons.serving", "raylessons.testing"],
     ["raylessons.client", "raylessons.report", "raylessons.demo", "raylessons.cli"],
 ]

@@ -6,6 +6,7 @@ one before it, and an epoch is trained twice. A kill during the copy leaves a ha
 Every checkpoint raylessons writes ends with `manifest.json` (each file and its size), written last; on restart
 the newest directory whose files all match their manifest wins over an older registered one. Half-written
 directories newer than it are removed. When a run ends, the directories Ray does not track are removed too.
+A run stored at a URI (s3://...) keeps its checkpoints in the bucket: the same checks go through `storage`.
 """
 from __future__ import annotations
 
@@ -13,9 +14,13 @@ import json
 import logging
 import re
 import shutil
+import posixpath
 from pathlib import Path
 
-__all__ = ["MANIFEST", "write_manifest", "is_complete", "position", "newest_complete", "prune_untracked"]
+from .. import storage
+
+__all__ = ["MANIFEST", "checkpoint_dirs", "is_complete", "newest_complete", "position", "prune_untracked",
+           "remove_dir", "write_manifest"]
 
 log = logging.getLogger("raylessons")
 
@@ -33,6 +38,13 @@ def write_manifest(directory: str | Path) -> None:
 
 def is_complete(directory: str | Path) -> bool:
     """True when `directory` has a manifest and every file it lists is there with its size."""
+    if storage.is_uri(directory):
+        try:
+            files = json.loads(storage.read_text(storage.join(directory, MANIFEST)))["files"]
+            sizes = storage.file_sizes(directory)
+            return all(sizes.get(name) == size for name, size in files.items())
+        except (storage.StorageError, ValueError, KeyError, TypeError, AttributeError):
+            return False
     d = Path(directory)
     try:
         files = json.loads((d / MANIFEST).read_text())["files"]
@@ -47,15 +59,32 @@ def position(directory: str | Path) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
+def checkpoint_dirs(run_dir: str | Path) -> list:
+    """The `checkpoint_sSS_eEEE` directories of `run_dir` (Paths; URIs for a run in a bucket), oldest first."""
+    if storage.is_uri(run_dir):
+        return [storage.join(run_dir, n) for n in storage.list_dirs(run_dir) if position(n) is not None]
+    return sorted((d for d in Path(run_dir).glob("checkpoint_s*_e*") if d.is_dir() and position(d) is not None),
+                  key=position)
+
+
+def remove_dir(directory: str | Path) -> None:
+    """Delete a checkpoint directory, local or in a bucket."""
+    if storage.is_uri(directory):
+        storage.delete(directory)
+    else:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def newest_complete(run_dir: str | Path, registered: str | Path | None, remove_newer_incomplete: bool = False
-                    ) -> Path | None:
+                    ) -> Path | str | None:
     """The checkpoint to resume from: the newest complete directory in `run_dir` when it is newer than
     `registered` (what Ray handed back), else `registered`. With `remove_newer_incomplete`, half-written
-    directories newer than the choice are deleted (call it on one process only)."""
-    run_dir = Path(run_dir)
-    registered = Path(registered) if registered is not None else None
-    found = sorted((d for d in run_dir.glob("checkpoint_s*_e*") if d.is_dir() and position(d) is not None),
-                   key=position)
+    directories newer than the choice are deleted (call it on one process only). For a `run_dir` URI the
+    directories are URIs (`registered` too)."""
+    if not storage.is_uri(run_dir):
+        run_dir = Path(run_dir)
+        registered = Path(registered) if registered is not None else None
+    found = sorted(checkpoint_dirs(run_dir), key=position)
     complete = [d for d in found if is_complete(d)]
     choice = registered
     if complete and (registered is None or position(registered) is None
@@ -66,12 +95,19 @@ def newest_complete(run_dir: str | Path, registered: str | Path | None, remove_n
         for d in found:
             if position(d) > floor and not is_complete(d):
                 log.warning("removing half-written checkpoint %s", d)
-                shutil.rmtree(d, ignore_errors=True)
+                remove_dir(d)
     return choice
 
 
 def prune_untracked(run_dir: str | Path, tracked: set[str | Path]) -> list[Path]:
     """Remove the checkpoint directories of `run_dir` that are not in `tracked` (those Ray keeps); the removed."""
+    if storage.is_uri(run_dir):  # Ray's paths lack the scheme: the names tell them apart in the run's directory
+        keep_names = {posixpath.basename(str(p).rstrip("/")) for p in tracked}
+        removed = [storage.join(run_dir, n) for n in storage.list_dirs(run_dir)
+                   if n.startswith("checkpoint_") and n not in keep_names]
+        for d in removed:
+            remove_dir(d)
+        return removed
     keep = {Path(p).resolve() for p in tracked}
     removed = []
     for d in Path(run_dir).glob("checkpoint_*"):

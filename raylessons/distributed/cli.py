@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from .. import storage
 from ..cluster import init_ray
 from ..errors import RaylessonsError
 from ..options import add_dataclass_arguments, option_values, peek_option
@@ -34,7 +35,10 @@ def run_from_args(args: argparse.Namespace, task: str | None = None) -> dict:
     values = {**option_values(TrainRun, args), **({"task": task} if task else {})}
     run = TrainRun(**values, task_config=task_config_from_args(args, get_task(values["task"])))
     if run.num_workers > 0:  # 0: in this process, no Ray
-        init_ray(verbose=args.verbose or None, log_dir=Path(run.storage_path).expanduser() / run.run_name())
+        # Ray's log: beside the run, or for a run in a bucket in its local mirror (storage.local_mirror)
+        log_dir = (storage.local_mirror(storage.join(run.storage_path, run.run_name()))
+                   if storage.is_uri(run.storage_path) else Path(run.storage_path).expanduser() / run.run_name())
+        init_ray(verbose=args.verbose or None, log_dir=log_dir)
     result = fit_plan(run)
     print(json.dumps({"export": result["export"], "metrics": result["metrics"]}, indent=2, default=str))
     return result

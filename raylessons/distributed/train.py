@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -16,12 +17,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .. import storage
 from ..cluster import init_ray
 from ..errors import ConfigError, RaylessonsError
 from ..plan import Stage, epochs_before, plan_to_data
 from ..recorder import plot_loss_curves, print_epoch_table
 from ..tasks import TASKS, get_task
-from .checkpoints import newest_complete, prune_untracked
+from .checkpoints import checkpoint_dirs, newest_complete, prune_untracked, remove_dir
 from .worker import BATCH_LOSSES, EPOCHS_FILE, EXPORT_DIR, WorkerConfig, run_worker, worker_config
 
 __all__ = ["TrainRun", "checkpoint_name", "epoch_rows", "fit_plan", "fit_plan_here", "plot_run_losses",
@@ -47,7 +49,8 @@ class TrainRun:
     name: str | None = field(default=None, metadata={
         "help": "run name; the same name resumes from its last checkpoint", "default_text": "<task>-<data folder>"})
     storage_path: str = field(default="~/raylessons_results", metadata={
-        "help": "where runs are stored", "flag": "--storage"})
+        "help": "where runs are stored: a local path, or a URI every node reaches (s3://bucket/prefix, "
+                "gs://bucket/prefix)", "flag": "--storage"})
     num_workers: int = field(default=1, metadata={
         "help": "Ray Train workers (0: run in this process without Ray, e.g. to debug)"})
     use_gpu: bool = field(default=False, metadata={"help": "one GPU per worker"})
@@ -93,12 +96,15 @@ def train_loop_per_worker(config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if worker.run_dir:  # local or shared storage: resume from the newest whole checkpoint reported
         registered = checkpoint.path if checkpoint is not None else None
+        if registered is not None and storage.is_uri(worker.run_dir):  # Ray's path has no scheme: a URI
+            registered = storage.join(worker.run_dir, Path(registered).name)
         newest = newest_complete(worker.run_dir, registered, remove_newer_incomplete=rank == 0)
         if newest is not None and str(newest) != str(registered):
             if rank == 0:
-                print(f"resuming from {newest.name}, reported but not registered by Ray before the failure "
+                print(f"resuming from {Path(newest).name}, reported but not registered by Ray before the failure "
                       f"(Ray offered {Path(registered).name if registered else 'none'})", flush=True)
-            checkpoint = ray.train.Checkpoint.from_directory(str(newest))
+            checkpoint = (ray.train.Checkpoint(storage.fs_path(newest), filesystem=storage.filesystem(newest))
+                          if storage.is_uri(newest) else ray.train.Checkpoint.from_directory(str(newest)))
         if checkpoint is not None and rank == 0:
             record_resume(worker.run_dir, checkpoint.path, registered)
     run_worker(worker, report, checkpoint, device=ray.train.torch.get_device(), rank=rank, world=world,
@@ -123,14 +129,18 @@ def fit_plan(run: TrainRun, callbacks: list | None = None) -> dict:
     cpus = run.cpus_per_worker or max(1.0, float(int(ray.cluster_resources().get("CPU", 1) // run.num_workers)))
     run_dir = _start_run_dir(run, stages)
     worker = worker_config(run.task, run.task_config, stages, seed=run.seed, cpus=cpus, run_dir=run_dir)
+    remote = storage.is_uri(run_dir)  # a bucket: Ray Train writes the checkpoints there through pyarrow
     trainer = TorchTrainer(
         train_loop_per_worker, train_loop_config={"worker": worker},
         scaling_config=ray.train.ScalingConfig(num_workers=run.num_workers, use_gpu=run.use_gpu,
                                                resources_per_worker={"CPU": cpus}),
         run_config=ray.train.RunConfig(
-            name=run.name, storage_path=str(run_dir.parent),
-            # every OpenMP user in the worker agrees with torch's thread count (Ray exports 1)
-            worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(worker.threads)}},
+            name=run.name, storage_path=storage.fs_path(run.storage_path) if remote else str(run_dir.parent),
+            storage_filesystem=storage.filesystem(run_dir) if remote else None,
+            # every OpenMP user in the worker agrees with torch's thread count (Ray exports 1); a bucket's
+            # S3 endpoint and region (not its credentials) go with them
+            worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": str(worker.threads),
+                                             **(storage.forwarded_env() if remote else {})}},
             failure_config=ray.train.FailureConfig(max_failures=run.max_failures), callbacks=callbacks,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=run.num_to_keep)))
     try:
@@ -175,16 +185,25 @@ def epoch_rows(run_dir: str | Path, with_stage: bool = False) -> list[dict]:
 
     Each row holds the table's columns and `batch_losses`; `with_stage` keeps the plan stage (`stage`) too.
     """
-    path = Path(run_dir) / EPOCHS_FILE
-    if not path.is_file():
+    text = _read_run_file(run_dir, EPOCHS_FILE)
+    if text is None:
         return []
     rows: dict = {}
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         if line.strip():
             row = json.loads(line)
             stage = row["stage"] if with_stage else row.pop("stage")
             rows[(stage, row["epoch"])] = row
     return [rows[k] for k in sorted(rows)]
+
+
+def _read_run_file(run_dir: str | Path, name: str) -> str | None:
+    """The text of `run_dir/name` (local or a URI), None when it is not there."""
+    if storage.is_uri(run_dir):
+        uri = storage.join(run_dir, name)
+        return storage.read_text(uri) if storage.exists(uri) else None
+    path = Path(run_dir) / name
+    return path.read_text() if path.is_file() else None
 
 
 def print_run_table(run_dir: str | Path) -> None:
@@ -210,13 +229,25 @@ def checkpoint_name(stage: int, epoch: int) -> str:
 
 def record_resume(run_dir: str | Path, checkpoint: str | Path, registered: str | Path | None) -> None:
     """Append a restart to `run_dir/resumes.jsonl`: the checkpoint resumed from and the one Ray offered."""
+    line = json.dumps({"time": time.time(), "checkpoint": Path(checkpoint).name,
+                       "registered_by_ray": Path(registered).name if registered else None}) + "\n"
+    if storage.is_uri(run_dir):  # one writer (rank 0): read, add the line, write back
+        storage.write_text(storage.join(run_dir, RESUMES_FILE), (_read_run_file(run_dir, RESUMES_FILE) or "") + line)
+        return
     with open(Path(run_dir) / RESUMES_FILE, "a") as f:
-        f.write(json.dumps({"time": time.time(), "checkpoint": Path(checkpoint).name,
-                            "registered_by_ray": Path(registered).name if registered else None}) + "\n")
+        f.write(line)
 
 
-def _start_run_dir(run: TrainRun, stages) -> Path:
-    """`storage/name`, created, with the run's description (`run.json`) written in it."""
+def _start_run_dir(run: TrainRun, stages) -> Path | str:
+    """`storage/name`, created, with the run's description (`run.json`) written in it (a URI for a bucket: an
+    unreachable bucket fails here, before any worker starts)."""
+    if storage.is_uri(run.storage_path):
+        run_dir = storage.join(run.storage_path, run.name)
+        if not checkpoint_dirs(run_dir):
+            storage.delete(storage.join(run_dir, EPOCHS_FILE))
+        storage.write_text(storage.join(run_dir, "run.json"),
+                           json.dumps({**asdict(run), "plan": plan_to_data(stages)}, indent=2))
+        return run_dir
     run_dir = Path(run.storage_path).expanduser().resolve() / run.name
     run_dir.mkdir(parents=True, exist_ok=True)
     if not any(run_dir.glob("checkpoint_s*")):  # a fresh run: no epochs of an earlier one in its table
@@ -225,8 +256,13 @@ def _start_run_dir(run: TrainRun, stages) -> Path:
     return run_dir
 
 
-def _finish(run_dir: Path, metrics: dict, checkpoint: str | Path) -> dict:
-    """Copy the last checkpoint's export to `run_dir/export`; what `fit_plan` returns."""
+def _finish(run_dir: Path | str, metrics: dict, checkpoint: str | Path) -> dict:
+    """Copy the last checkpoint's export to `run_dir/export`; what `fit_plan` returns (URIs for a bucket)."""
+    if storage.is_uri(run_dir):
+        checkpoint, export = storage.join(run_dir, Path(checkpoint).name), storage.join(run_dir, EXPORT_DIR)
+        storage.delete(export)
+        storage.copy(storage.join(checkpoint, EXPORT_DIR), export)
+        return {"metrics": metrics, "export": export, "checkpoint": checkpoint, "path": run_dir}
     export = run_dir / EXPORT_DIR
     if export.exists():
         shutil.rmtree(export)
@@ -237,11 +273,16 @@ def _finish(run_dir: Path, metrics: dict, checkpoint: str | Path) -> dict:
 class _LocalCheckpoint:
     """What `run_worker` reads of a checkpoint (a Ray Checkpoint's `path` and `as_directory`), on disk here."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path | str):
         self.path = str(path)
 
+    @contextlib.contextmanager
     def as_directory(self):
-        return contextlib.nullcontext(self.path)
+        if not storage.is_uri(self.path):
+            yield self.path
+            return
+        with tempfile.TemporaryDirectory(prefix="raylessons-ckpt-") as d:  # a checkpoint in a bucket
+            yield str(storage.download(self.path, d))
 
 
 def fit_plan_here(run: TrainRun) -> dict:
@@ -260,14 +301,16 @@ def _fit_here(run: TrainRun, stages: list[Stage]) -> dict:
     last: dict = {}
 
     def report(metrics: dict, ckpt_dir: str | None, stage: int, epoch: int) -> None:
-        dest = run_dir / checkpoint_name(stage, epoch)
-        if dest.exists():
-            shutil.rmtree(dest)
-        shutil.copytree(ckpt_dir, dest)
+        dest = storage.join(run_dir, checkpoint_name(stage, epoch))
+        remove_dir(dest)
+        if storage.is_uri(dest):
+            storage.upload(ckpt_dir, dest)
+        else:
+            dest = Path(dest)
+            shutil.copytree(ckpt_dir, dest)
         last.update(metrics=dict(metrics), checkpoint=dest)
-        kept = sorted((p for p in run_dir.glob("checkpoint_s*") if p.is_dir()), key=lambda p: p.name)
-        for old in kept[:-run.num_to_keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        for old in checkpoint_dirs(run_dir)[:-run.num_to_keep]:
+            remove_dir(old)
 
     worker = worker_config(run.task, run.task_config, stages, seed=run.seed, run_dir=run_dir, print_epochs=True)
     device = torch.device("cuda") if run.use_gpu else None

@@ -6,6 +6,7 @@ Ray Train workers, single-worker Tune trials and `num_workers=0` runs all go thr
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from .. import storage
 from ..callbacks.tensorboard import TensorBoardCallback
 from ..plan import Stage, epochs_before, next_position, run_plan
 from ..tasks import get_task
@@ -36,7 +38,8 @@ class WorkerConfig:
     stages: list[Stage]
     seed: int = 0
     threads: int = 1                # torch threads of this process
-    run_dir: str | None = None      # rank 0: run_dir/epochs.jsonl (a row per epoch), run_dir/tensorboard
+    run_dir: str | None = None      # rank 0: run_dir/epochs.jsonl (a row per epoch), run_dir/tensorboard (a URI:
+                                    # written locally, uploaded after every epoch; see _RunFiles)
     print_epochs: bool = False      # the epoch table printed live (in this process; Ray runs leave it to the driver)
 
 
@@ -123,11 +126,13 @@ def run_worker(worker: WorkerConfig, report: Callable, checkpoint=None, device=N
         learn.recorder.epoch_offset = epochs_before(stages, stage)
         torch.manual_seed(epoch_seed(worker.seed, rank, epochs_before(stages, stage, epoch)))
 
-    tb = _tensorboard(learn, worker, stages, start, pos, rank)
+    files = _RunFiles(worker.run_dir) if rank == 0 and worker.run_dir else None
+    tb = _tensorboard(learn, files.local if files else None, stages, start, pos)
 
     def on_epoch_end(learn, stage: int, epoch: int) -> None:
-        if rank == 0 and worker.run_dir and learn.recorder.epoch_rows:
-            _append_epoch_row(learn, Path(worker.run_dir), stage)
+        if files is not None and learn.recorder.epoch_rows:
+            _append_epoch_row(learn, files.local, stage)
+            files.push()  # before the report: the driver reads the row once the checkpoint is registered
         _report_epoch(learn, stage, epoch, stages, rank, report, extra, tb.batch_step if tb else None)
 
     try:  # run_plan checks the stages' layer groups against the real model
@@ -136,17 +141,42 @@ def run_worker(worker: WorkerConfig, report: Callable, checkpoint=None, device=N
     finally:
         if tb is not None:
             tb.close()
+        if files is not None:
+            files.close()
 
 
-def _tensorboard(learn, worker: WorkerConfig, stages: list[Stage], start: tuple[int, int], pos: dict,
-                 rank: int) -> TensorBoardCallback | None:
-    """Rank 0 of a run with a run_dir logs to run_dir/tensorboard; a resumed run goes on from the checkpoint's step
-    counts (its train batches, kept in the position; estimated for checkpoints written without them)."""
-    if rank != 0 or not worker.run_dir:
+class _RunFiles:
+    """Rank 0's files of a run (EPOCHS_FILE, TENSORBOARD_DIR): in its run_dir, or, for a run stored at a URI, in a
+    local directory of this process uploaded to the URI after every epoch (the table downloaded first, to append
+    to; a restarted rank 0 adds its own TensorBoard event file beside the earlier ones, as on disk)."""
+
+    def __init__(self, run_dir: str):
+        self.uri = run_dir if storage.is_uri(run_dir) else None
+        self.local = Path(tempfile.mkdtemp(prefix="raylessons-run-")) if self.uri else Path(run_dir)
+        if self.uri and storage.exists(storage.join(self.uri, EPOCHS_FILE)):
+            storage.download(storage.join(self.uri, EPOCHS_FILE), self.local / EPOCHS_FILE)
+
+    def push(self) -> None:
+        for name in (EPOCHS_FILE, TENSORBOARD_DIR) if self.uri else ():
+            if (self.local / name).exists():
+                storage.upload(self.local / name, storage.join(self.uri, name))
+
+    def close(self) -> None:
+        if self.uri:
+            self.push()
+            shutil.rmtree(self.local, ignore_errors=True)
+
+
+def _tensorboard(learn, run_dir: Path | None, stages: list[Stage], start: tuple[int, int],
+                 pos: dict) -> TensorBoardCallback | None:
+    """Rank 0 of a run with a run_dir logs to run_dir/tensorboard (`run_dir`: None on other ranks); a resumed run
+    goes on from the checkpoint's step counts (its train batches, kept in the position; estimated for checkpoints
+    written without them)."""
+    if run_dir is None:
         return None
     epochs = epochs_before(stages, *start)
     batches = pos.get("train_batches", epochs * len(learn.data.train_dl))
-    tb = TensorBoardCallback(Path(worker.run_dir) / TENSORBOARD_DIR, batch_step=batches, epoch_step=epochs,
+    tb = TensorBoardCallback(run_dir / TENSORBOARD_DIR, batch_step=batches, epoch_step=epochs,
                              resume=bool(pos))
     learn.callbacks.append(tb)  # the learner's own list: every stage's fit (and resize) keeps it
     return tb

@@ -21,7 +21,7 @@ from ..errors import ConfigError, DataError
 from ..export_meta import read_export_meta
 from . import http
 from .batching import Batcher
-from .exports import ExportKind, read_export, resolve_export, summary
+from .exports import ExportKind, local_export, read_export, resolve_export, summary
 from .settings import MAX_PIXELS, ModelConfig
 
 __all__ = ["ImageModel", "TextModel"]
@@ -93,7 +93,7 @@ class _BatchedModel:
         self.openmp_spin_count = _short_openmp_spin()  # first: loading the export imports torch
         self.task, self.max_pixels, self.export_root = task, max_pixels, export_root
         self.export_kind = export_kind or ExportKind(
-            read_export_meta(resolve_export(task, export_dir, export_root))["label_kind"])
+            read_export_meta(local_export(resolve_export(task, export_dir, export_root)))["label_kind"])
         self.swap_error, self.configured = None, False
         # every forward runs on this one thread (see _one_torch_thread), with the replica's torch threads
         self._forward_thread = ThreadPoolExecutor(1, thread_name_prefix=f"{task}-forward")
@@ -102,10 +102,11 @@ class _BatchedModel:
         self._apply(ModelConfig())
 
     def _load(self, path: str) -> _Loaded:
-        """Load and check an export (this task's kind, inside export_root): the new `_Loaded`."""
+        """Load and check an export (this task's kind, inside export_root): the new `_Loaded`. A URI is loaded from
+        this machine's cached download of it; GET /models shows the URI."""
         _one_torch_thread()  # the event loop's thread at start, a helper thread for a live swap
         export, meta = read_export(self.task, path, self.export_root, self.export_kind)
-        predictor = self._predictor(export)  # state dict loaded with weights_only
+        predictor = self._predictor(local_export(export))  # state dict loaded with weights_only
         return _Loaded(predictor, predictor.label.answer, {**summary(self.task, meta), "export": str(export)})
 
     def _predictor(self, export: Path) -> Any:

@@ -28,14 +28,14 @@ class ModelConfig(BaseModel):
 class AppArgs(BaseModel):
     """The arguments of `build_app` (from `serve run ... key=value`, a config file's `args`, or Python)."""
 
-    exports: dict[str, str]  # task -> export directory
+    exports: dict[str, str]  # task -> export directory, or its URI (s3://bucket/prefix/export: cached per node)
     max_body_bytes: int = Field(10 * 2**20, ge=1)
     max_pixels: int = Field(MAX_PIXELS, ge=1)
     max_batch_size: int = Field(16, ge=1)
     batch_wait_timeout_s: float = Field(0.002, ge=0)
     threads: int | None = Field(None, ge=1)
     replica_cpus: float = Field(1.0, gt=0)  # CPUs each model replica reserves (a config file's ray_actor_options win)
-    export_root: str | None = None  # when set, every export must lie inside it
+    export_root: str | None = None  # when set, every export must lie inside it (a URI root: start with it)
     request_timeout_s: float | None = Field(None, gt=0)  # a prediction taking longer answers 504 (JSON)
     body_timeout_s: float = Field(BODY_TIMEOUT_S, gt=0)  # a request body arriving slower answers 408 (JSON)
     replica_retries: int = Field(REPLICA_RETRIES, ge=0)  # resends of a request whose model replica died under it

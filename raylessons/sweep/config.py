@@ -100,8 +100,8 @@ class SweepConfig:
                 "bands stretch to cover the lesson's rates: the search starts from the hand-written recipe"})
     configs: list | None = field(default=None, metadata={
         "help": "explicit trial configs, as JSON, evaluated first (e.g. a benchmark's fixed plans)"})
-    storage_path: str = field(default="~/raylessons_results", metadata={"help": "where sweeps are stored",
-                                                                        "flag": "--storage"})
+    storage_path: str = field(default="~/raylessons_results", metadata={
+        "help": "where sweeps are stored: a local path or a URI (s3://bucket/prefix, gs://...)", "flag": "--storage"})
     name: str | None = field(default=None, metadata={
         "help": "experiment name", "default_text": "sweep-<task>-<hash of the options>: a rerun restores it"})
     seed: int = field(default=0, metadata={"help": "seed of the search and of every trial"})

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .. import storage
 from ..distributed.worker import EXPORT_DIR
 from ..errors import RaylessonsError
 from ..plan import plan_summary
@@ -20,9 +21,10 @@ from .space import plan_from_config
 __all__ = ["export_of", "markdown_table", "plot_metric_vs_lr", "summarise"]
 
 
-def summarise(grid, cfg: SweepConfig, exp: Path, metric: str, mode: str, finders: dict) -> dict:
-    """The results table (`results.csv`, `results.md`, sorted by the metric), the plot and `best_export/`; what
-    `run_sweep` returns."""
+def summarise(grid, cfg: SweepConfig, exp: Path, metric: str, mode: str, finders: dict,
+              where: str | None = None) -> dict:
+    """The results table (`results.csv`, `results.md`, sorted by the metric), the plot and `best_export/` in `exp`;
+    what `run_sweep` returns. `where`: the experiment's URI when it is stored in a bucket (`exp` its local mirror)."""
     results = list(grid)
     rows = [trial_row(r, cfg, metric, mode) for r in results]
     df = pd.DataFrame(rows)
@@ -31,7 +33,7 @@ def summarise(grid, cfg: SweepConfig, exp: Path, metric: str, mode: str, finders
     df.drop(columns=["index"], errors="ignore").to_csv(exp / "results.csv", index=False)
     (exp / "results.md").write_text(markdown_table(df.drop(columns=["index", "path"], errors="ignore")))
     plot_metric_vs_lr(df, metric, exp / "metric_vs_lr.png", finders)
-    best = _copy_best(df, results, exp)
+    best = _copy_best(df, results, exp, where)
     return {"name": exp.name, "path": str(exp), "metric": metric, "mode": mode,
             "rows": df.drop(columns=["index"], errors="ignore").to_dict("records"), "best": best,
             "table_csv": str(exp / "results.csv"), "table_md": str(exp / "results.md"),
@@ -66,21 +68,31 @@ def trial_row(result, cfg: SweepConfig, metric: str, mode: str) -> dict:
             "plan": plan_summary(plan), "node_id": m.get("node_id"), "path": result.path}
 
 
-def _copy_best(df, results: list, exp: Path) -> dict:
+def _copy_best(df, results: list, exp: Path, where: str | None = None) -> dict:
     """The best finished trial's row, its export copied to `exp/best_export`; no finished trial is an error."""
     for _, row in df.iterrows():
         result = results[int(row["index"])]
-        src = export_of(result) if row["status"] == "finished" else None
-        if src is not None and src.is_dir():
+        src = export_of(result, where) if row["status"] == "finished" else None
+        if src is not None and (storage.is_uri(src) or src.is_dir()):
             best_dir = exp / "best_export"
             shutil.rmtree(best_dir, ignore_errors=True)
-            shutil.copytree(src, best_dir)
+            if storage.is_uri(src):
+                storage.download(src, best_dir)
+            else:
+                shutil.copytree(src, best_dir)
             return {**{k: row[k] for k in df.columns if k not in ("index",)}, "export": str(best_dir)}
     raise RaylessonsError(f"no trial of {exp.name} finished; see {exp} and the trials' errors")
 
 
-def export_of(result) -> Path | None:
-    """The export written with a trial's last epoch (in its Tune checkpoint or its Train checkpoint)."""
+def export_of(result, where: str | None = None) -> Path | str | None:
+    """The export written with a trial's last epoch (in its Tune checkpoint or its Train checkpoint); for a sweep
+    stored in a bucket (`where`: the experiment's URI) the export's URI."""
+    if where is not None:
+        scheme = where.split("://", 1)[0]
+        found = [storage.uri_of(result.checkpoint.filesystem, result.checkpoint.path)] if result.checkpoint else []
+        if ck := (result.metrics or {}).get("checkpoint_path"):  # Ray's paths in the bucket lack the scheme
+            found.append(ck if storage.is_uri(ck) else f"{scheme}://{ck}")
+        return next((e for e in (storage.join(c, EXPORT_DIR) for c in found) if storage.is_dir(e)), None)
     if result.checkpoint is not None and (Path(result.checkpoint.path) / EXPORT_DIR).is_dir():
         return Path(result.checkpoint.path) / EXPORT_DIR
     ck = (result.metrics or {}).get("checkpoint_path")

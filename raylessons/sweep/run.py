@@ -18,6 +18,11 @@
    restores it with `Tuner.restore` (finished trials are kept, unfinished ones resumed from their last epoch).
 4. Results (`report.summarise`): `results.csv` and `results.md` (sorted by the metric), `metric_vs_lr.png`, and
    the best finished trial's export copied to `best_export/` (what `raylessons serve --export task=DIR` takes).
+
+With `storage_path` a URI (s3://bucket/prefix) the experiment lives in the bucket: Tune writes its trials and
+checkpoints there (trial directories synced as artifacts), DDP trials' Train runs go to `<experiment>/train`, and
+the driver's own files (sweep.json, the finders, the results, best_export/) are written in a local mirror
+(`storage.local_mirror`) and uploaded when the sweep ends.
 """
 from __future__ import annotations
 
@@ -27,11 +32,12 @@ import math
 import os
 from pathlib import Path
 
+from .. import storage
 from ..cluster import init_ray
 from ..errors import ConfigError
 from ..tasks import get_task
 from .config import SweepConfig, check_sweep, experiment_name
-from .finder import run_finders
+from .finder import FINDERS_FILE, run_finders
 from .report import summarise
 from .space import build_space, check_schedule, plan_from_config
 from .trial import TrialSetup, sweep_trial
@@ -86,10 +92,15 @@ def run_sweep(cfg: SweepConfig) -> dict:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     n_groups = _check_on_the_model(cfg, metric)
     name = cfg.name or experiment_name(cfg)
-    storage = Path(cfg.storage_path).expanduser().resolve()
-    exp = storage / name
+    where = storage.join(cfg.storage_path, name) if storage.is_uri(cfg.storage_path) else None  # in a bucket
+    root = Path(cfg.storage_path).expanduser().resolve() if where is None else storage.normalize(cfg.storage_path)
+    exp = root / name if where is None else storage.local_mirror(where)
     exp.mkdir(parents=True, exist_ok=True)
     (exp / "sweep.json").write_text(json.dumps({**dataclasses.asdict(cfg), "name": name}, indent=1, default=str))
+    if where is not None:  # an unreachable bucket fails here, before Ray starts; a restored sweep's finders back
+        storage.upload(exp / "sweep.json", storage.join(where, "sweep.json"))
+        if not (exp / FINDERS_FILE).exists() and storage.exists(storage.join(where, FINDERS_FILE)):
+            storage.download(storage.join(where, FINDERS_FILE), exp / FINDERS_FILE)
     init_ray(log_dir=exp)  # quiet unless RAYLESSONS_VERBOSE: Ray's lines go to exp/ray.log
     trial_res, cpus = trial_resources(cfg, ray.cluster_resources().get("CPU", 1))
 
@@ -106,14 +117,31 @@ def run_sweep(cfg: SweepConfig) -> dict:
                         moms=cfg.moms, wd=tuple(cfg.wd) if cfg.wd else None, lesson=lesson)
     setup = TrialSetup(task=cfg.task, task_config=cfg.task_config, epochs=cfg.epochs, n_groups=n_groups,
                        workers_per_trial=cfg.workers_per_trial, cpus=cpus, gpus=cfg.gpus_per_trial, seed=cfg.seed,
-                       train_storage=str(exp / "train"))
+                       train_storage=storage.join(where or exp, "train"))
     trainable = tune.with_resources(tune.with_parameters(sweep_trial, setup=setup), trial_res)
-    if tune.Tuner.can_restore(str(exp)):
-        print(f"restoring the interrupted sweep {exp}", flush=True)
-        tuner = tune.Tuner.restore(str(exp), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    fs = {"storage_filesystem": storage.filesystem(where)} if where else {}
+    exp_path = storage.fs_path(where) if where else str(exp)
+    if tune.Tuner.can_restore(exp_path, **fs):
+        print(f"restoring the interrupted sweep {where or exp}", flush=True)
+        tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True, **fs)
     else:
-        tuner = _tuner(cfg, trainable, space, name, storage, metric, mode, first_trials(cfg, space))
-    return summarise(tuner.fit(), cfg, exp, metric, mode, finders)
+        tuner = _tuner(cfg, trainable, space, name, root, metric, mode, first_trials(cfg, space))
+    result = summarise(tuner.fit(), cfg, exp, metric, mode, finders, where)
+    if where is not None:
+        _upload_results(exp, where, result)
+    return result
+
+
+def _upload_results(exp: Path, where: str, result: dict) -> None:
+    """The driver's files of a sweep in a bucket (its regular files and best_export/) uploaded from the local
+    mirror; the result then names the bucket's copies (`path`, the best export) and the mirror (`local`)."""
+    for f in sorted(exp.iterdir()):
+        if f.is_file() and not f.is_symlink():
+            storage.upload(f, storage.join(where, f.name))
+    storage.delete(storage.join(where, "best_export"))
+    storage.upload(exp / "best_export", storage.join(where, "best_export"))
+    result.update(path=where, local=str(exp))
+    result["best"]["export"] = storage.join(where, "best_export")
 
 
 def first_trials(cfg: SweepConfig, space: dict) -> list[dict]:
@@ -128,7 +156,7 @@ def first_trials(cfg: SweepConfig, space: dict) -> list[dict]:
     return points
 
 
-def _tuner(cfg: SweepConfig, trainable, space: dict, name: str, storage: Path, metric: str, mode: str,
+def _tuner(cfg: SweepConfig, trainable, space: dict, name: str, root: Path | str, metric: str, mode: str,
            points: list[dict]):
     """A new Tuner: ASHA (or FIFO) over `space`, explicit `configs` first, `max_concurrent` trials at a time."""
     from ray import tune
@@ -137,12 +165,15 @@ def _tuner(cfg: SweepConfig, trainable, space: dict, name: str, storage: Path, m
     scheduler = (ASHAScheduler(max_t=cfg.epochs, grace_period=cfg.grace_period,
                                reduction_factor=cfg.reduction_factor) if cfg.scheduler == "asha"
                  else FIFOScheduler())
+    remote = storage.is_uri(root)  # a bucket: trials' files (plan.json, epochs, TensorBoard) synced there too
     return tune.Tuner(
         trainable, param_space=space,
         # not reuse_actors: a reused trial's get_trial_dir() (plan.json) stays the previous trial's in Ray 2.60
         tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=cfg.trials, scheduler=scheduler,
                                     search_alg=_searcher(cfg, points)),
-        run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=cfg.verbose,
+        run_config=tune.RunConfig(name=name, storage_path=storage.fs_path(root) if remote else str(root),
+                                  storage_filesystem=storage.filesystem(root) if remote else None,
+                                  sync_config=tune.SyncConfig(sync_artifacts=remote), verbose=cfg.verbose,
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
 
 
