@@ -1,7 +1,9 @@
 """Faults, injected and counted: a Serve replica killed under load, 1,000+ malformed bodies, Train workers killed
-mid-epoch again and again, a sweep driver killed mid-way. Prints the figures of issue 7 side by side.
+mid-epoch again and again, a sweep driver killed mid-way, a node of a two-node cluster lost during DDP training
+and during a sweep. Prints the figures of issues 7 and 20 side by side.
 
     python bench/faults.py [--kills 10] [--bodies 1000] [--load-seconds 20] [--skip serve,train,sweep]
+                           [--only node-train,node-sweep] [--node-epochs 4]
 
 1. Serve: a planet deployment with 2 replicas under steady load from 4 users (loopback only, bounded); one
    replica is SIGKILLed. Run twice in the same app: with the ingress retry (raylessons) and with
@@ -16,6 +18,16 @@ mid-epoch again and again, a sweep driver killed mid-way. Prints the figures of 
    run of the same seed.
 4. Tune: a 3-trial sweep whose driver is SIGKILLed after the first trial finishes; `Tuner.restore` finishes it.
    Trials finished before / after, and trials run to completion more than once.
+5. Node loss, DDP (`node-train`): a local two-node cluster on 127.0.0.1 (head 2 CPUs, node b 1 CPU); a plan of
+   `--node-epochs` epochs on 2 workers, one per node (one head CPU held until the workers are placed), run
+   uninterrupted and then again with node b (raylet and every process it started) SIGKILLed 0.4 s into the
+   epoch after half of them are checkpointed; max_failures=1 resumes both workers on the head. Time lost against
+   the uninterrupted run, seconds from the kill to the restarted workers' resume, epochs replayed, final metrics.
+6. Node loss, sweep (`node-sweep`): on the same cluster, 4 single-worker trials of 3 epochs, 2 at a time (one per
+   node), run uninterrupted, then again with node b lost once its trial has reported an epoch: that trial errors
+   (sweeps have no trial retries), the others finish, and running the sweep again restores it and resumes the
+   errored trial from its checkpoint. Trials retried, trials run to completion more than once, time lost.
+   Both node rows print the 1-minute load average: on a shared 2-core machine the side-by-side times move with it.
 """
 
 import argparse
@@ -35,6 +47,7 @@ import serve_load as sl  # bench/serve_load.py, beside this script
 from raylessons.testing.faults import (
     declaring,
     image_bytes,
+    kill_node_when,
     serve_replicas,
     sigkill,
     train_workers,
@@ -289,32 +302,253 @@ def sweep_section(args, tmp: Path) -> dict:
             "plans_before": len(plans_before), "rows": len(result["rows"])}
 
 
+# --- 5, 6. a node of a two-node cluster lost ---
+
+NODE_B = {"num_cpus": 1, "resources": {"node_b": 1}}
+NODE_SECTIONS = ("node-train", "node-sweep")
+
+
+class _TwoNodes:
+    """A local cluster on 127.0.0.1: the head (2 CPUs, {"node_a": 1}) and node b (1 CPU), node death found in
+    ~1.5 s (3 missed health checks 0.5 s apart); node b added back by `ensure_b` after a row lost it."""
+
+    def __init__(self):
+        import ray
+        from ray._private import ray_constants
+        from ray.cluster_utils import Cluster
+
+        ray_constants.ENABLE_RAY_CLUSTER = False  # "this machine" is 127.0.0.1 for every node: nothing beyond loopback
+        system = {"enable_worker_prestart": False, "prestart_worker_first_driver": False,
+                  "enable_metrics_collection": False, "health_check_period_ms": 500,
+                  "health_check_failure_threshold": 3, "health_check_timeout_ms": 1000}
+        self.cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 2, "resources": {"node_a": 1}, "include_dashboard": False, "_system_config": system})
+        self.head, self.b = self.cluster.head_node, None
+        self.ensure_b()
+        ray.init(address=self.cluster.address, include_dashboard=False, log_to_driver=False)
+
+    def ensure_b(self):
+        if self.b is not None and not self.b.any_processes_alive():
+            self.b = None
+        if self.b is None:
+            self.b = self.cluster.add_node(**NODE_B)
+        self.cluster.wait_for_nodes()
+        return self.b
+
+    def hold_head_cpu(self):
+        """An actor holding one of the head's CPUs: 2 workers or trials then go one per node."""
+        import ray
+
+        hold = ray.remote(num_cpus=1, resources={"node_a": 1})(_Hold).remote()
+        ray.get(hold.ready.remote(), timeout=60)
+        return hold
+
+    def shutdown(self):
+        import ray
+
+        ray.shutdown()
+        self.cluster.shutdown()
+
+
+class _Hold:
+    def ready(self):
+        return True
+
+
+def _release_once_placed(hold, timeout: float = 300) -> threading.Thread:
+    """Kill `hold` once a placement group of 2+ bundles (a Train worker group) is placed."""
+    import ray
+
+    def watch():
+        end = time.time() + timeout
+        while time.time() < end:
+            if any(pg["state"] == "CREATED" and len(pg["bundles"]) >= 2
+                   for pg in ray.util.placement_group_table().values()):
+                break
+            time.sleep(0.2)
+        ray.kill(hold)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def node_train_section(args, tmp: Path, nodes: _TwoNodes) -> dict:
+    from raylessons.data.synth import synth
+    from raylessons.distributed.checkpoints import is_complete, position
+    from raylessons.distributed.train import TrainRun, fit_plan
+
+    root = synth("planet", tmp / "planet-nodes", n=96, size=64, seed=1)
+    plan = [{"freeze_to": -1, "epochs": 1, "max_lr": "slice(1e-2)"},
+            {"unfreeze": True, "epochs": args.node_epochs - 1, "max_lr": [1e-4, 1e-2]}]
+    task_config = {"data": str(root), "size": 32, "bs": 16, "arch": "resnet18"}
+
+    def run(name: str, failures: int):
+        return TrainRun(task="planet", plan=plan, task_config=task_config, name=name, storage_path=str(tmp),
+                        num_workers=2, cpus_per_worker=1, max_failures=failures, seed=0)
+
+    nodes.ensure_b()
+    _release_once_placed(nodes.hold_head_cpu())
+    t = time.perf_counter()
+    whole = fit_plan(run("node-whole", 0))["metrics"]
+    whole_s = time.perf_counter() - t
+
+    run_dir, half = tmp / "node-lost", args.node_epochs // 2
+    at_kill: dict = {}
+
+    def half_checkpointed() -> bool:  # a whole checkpoint of `half` epochs, then 0.4 s into the next epoch
+        whole_ckpts = [p for p in run_dir.glob("checkpoint_s*") if position(p) and is_complete(p)]
+        if not whole_ckpts:
+            return False
+        newest = max(whole_ckpts, key=position)
+        stage, epoch = position(newest)
+        if sum(s["epochs"] for s in plan[:stage]) + epoch + 1 < half:
+            return False
+        if "seen" not in at_kill:
+            at_kill["seen"] = time.perf_counter()
+        at_kill["newest_whole"] = newest.name
+        return time.perf_counter() - at_kill["seen"] >= 0.4
+
+    nodes.ensure_b()
+    _release_once_placed(nodes.hold_head_cpu())
+    killer = kill_node_when(nodes.cluster, nodes.b, half_checkpointed, timeout=600)
+    t = time.perf_counter()
+    lost = fit_plan(run("node-lost", 1))
+    lost_s = time.perf_counter() - t
+    kill = killer.wait(timeout=30)
+    nodes.ensure_b()
+    resumes = [json.loads(line) for line in (run_dir / "resumes.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (run_dir / "epochs.jsonl").read_text().splitlines() if line.strip()]
+    m = lost["metrics"]
+    return {"epochs": args.node_epochs, "node_killed": kill.get("killed", False),
+            "killed_after_s": kill.get("waited_s"), "node_processes_killed": len(kill.get("processes", [])),
+            "newest_whole_at_kill": at_kill.get("newest_whole"),
+            "resumed_from": [r["checkpoint"] for r in resumes],
+            "kill_to_resume_s": round(resumes[0]["time"] - kill["killed_time"], 1) if resumes and kill.get(
+                "killed") else None,
+            "epochs_replayed": len(lines) - len({(r["stage"], r["epoch"]) for r in lines}),
+            "final": {k: (round(m[k], 6), round(whole[k], 6)) for k in ("train_loss", "valid_loss", "fbeta")},
+            "seconds": {"uninterrupted": round(whole_s, 1), "node_lost": round(lost_s, 1),
+                        "time_lost": round(lost_s - whole_s, 1)}, "load_1m": round(os.getloadavg()[0], 1)}
+
+
+def _trial_results(exp: Path) -> dict[str, list[dict]]:
+    return {res.parent.name: [json.loads(line) for line in res.read_text().splitlines() if line.strip()]
+            for res in exp.glob("sweep_trial_*/result.json")}
+
+
+def node_sweep_section(args, tmp: Path, nodes: _TwoNodes) -> dict:
+    import ray
+
+    from raylessons.data.synth import synth
+    from raylessons.sweep.run import SweepConfig, experiment_name, run_sweep
+
+    root = synth("planet", tmp / "planet-nodes", n=96, size=64, seed=1)
+    epochs = 3
+
+    def config(storage: str) -> SweepConfig:
+        return SweepConfig(task="planet", task_config={"data": str(root), "size": 32, "bs": 16, "arch": "resnet18"},
+                           trials=4, max_concurrent=2, cpus_per_trial=1, epochs=epochs, scheduler="fifo",
+                           configs=[{"stage1_lr": lr, "upper": lr / 10} for lr in (2e-2, 1e-2, 5e-3, 3e-3)],
+                           lesson_first=False, band=100.0, warmup_epochs=0, finder_iters=20,
+                           storage_path=str(tmp / storage), verbose=0, seed=0)
+
+    nodes.ensure_b()
+    hold = nodes.hold_head_cpu()
+    t = time.perf_counter()
+    run_sweep(config("sweeps-whole"))
+    whole_s = time.perf_counter() - t
+    ray.kill(hold)
+
+    cfg = config("sweeps-lost")
+    exp = Path(cfg.storage_path) / experiment_name(cfg)
+    b = nodes.ensure_b()
+    victim: dict = {}
+
+    def b_trial_mid_way() -> bool:
+        for name, rows in _trial_results(exp).items():
+            if any(r.get("node_id") == b.node_id for r in rows) and 1 <= len(rows) < epochs:
+                victim["trial"] = name
+                return True
+        return False
+
+    hold = nodes.hold_head_cpu()
+    killer = kill_node_when(nodes.cluster, b, b_trial_mid_way, timeout=600, on_kill=lambda: ray.kill(hold))
+    t = time.perf_counter()
+    first = run_sweep(cfg)
+    first_s = time.perf_counter() - t
+    kill = killer.wait(timeout=30)
+    if not kill.get("killed"):
+        ray.kill(hold)
+    nodes.ensure_b()
+    t = time.perf_counter()
+    second = run_sweep(cfg)
+    restore_s = time.perf_counter() - t
+    errored = {Path(r["path"]).name for r in first["rows"] if r["status"] == "error"}
+    after = {Path(r["path"]).name: r["status"] for r in second["rows"]}
+    results = _trial_results(exp)
+    return {"trials": cfg.trials, "node_killed": kill.get("killed", False), "killed_after_s": kill.get("waited_s"),
+            "victim": victim.get("trial"), "errored_at_loss": len(errored),
+            "retried_by_restore": sum(after.get(t_) == "finished" for t_ in errored),
+            "finished_in_the_end": sum(s == "finished" for s in after.values()),
+            "ran_twice_to_completion": sum(sum(r["training_iteration_epochs"] == epochs for r in rows) > 1
+                                           for rows in results.values()),
+            "epochs_replayed": sum(max(0, len(rows) - epochs) for rows in results.values()),
+            "seconds": {"uninterrupted": round(whole_s, 1), "node_lost_run": round(first_s, 1),
+                        "restore_run": round(restore_s, 1), "time_lost": round(first_s + restore_s - whole_s, 1)},
+            "load_1m": round(os.getloadavg()[0], 1)}
+
+
+def node_sections(args, tmp: Path, run: set) -> dict:
+    nodes = _TwoNodes()
+    out = {}
+    try:
+        if "node-train" in run:
+            out["node_train"] = node_train_section(args, tmp, nodes)
+            print("node lost, DDP:", out["node_train"], flush=True)
+        if "node-sweep" in run:
+            out["node_sweep"] = node_sweep_section(args, tmp, nodes)
+            print("node lost, sweep:", out["node_sweep"], flush=True)
+    finally:
+        nodes.shutdown()
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kills", type=int, default=10, help="Train workers killed in one run")
     ap.add_argument("--bodies", type=int, default=1000, help="malformed requests")
     ap.add_argument("--load-seconds", type=float, default=30.0, help="length of each replica-kill load run")
-    ap.add_argument("--skip", default="", help="comma-separated sections to leave out: serve, train, sweep")
+    ap.add_argument("--skip", default="",
+                    help="comma-separated sections to leave out: serve, train, sweep, node-train, node-sweep")
+    ap.add_argument("--only", default="", help="comma-separated sections to run (default: all but those skipped)")
+    ap.add_argument("--node-epochs", type=int, default=4, help="epochs of the node-train plan (node lost half-way)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    skip = set(filter(None, args.skip.split(",")))
+    sections = {"serve", "train", "sweep", *NODE_SECTIONS}
+    run = (set(filter(None, args.only.split(","))) or sections) - set(filter(None, args.skip.split(",")))
+    if run - sections:
+        ap.error(f"unknown sections {sorted(run - sections)}; choose from {sorted(sections)}")
     tmp = Path(args.out or tempfile.mkdtemp(prefix="bench-faults-"))
 
     import ray
 
-    ray.init(address="local", include_dashboard=False, log_to_driver=False)
     figures = {}
-    try:
-        if "serve" not in skip:
-            figures["serve"] = serve_section(args, tmp)
-        if "train" not in skip:
-            figures["train"] = train_section(args, tmp)
-            print("train:", figures["train"], flush=True)
-        if "sweep" not in skip:
-            figures["sweep"] = sweep_section(args, tmp)
-            print("sweep:", figures["sweep"], flush=True)
-    finally:
-        ray.shutdown()
+    if run & {"serve", "train", "sweep"}:
+        ray.init(address="local", include_dashboard=False, log_to_driver=False)
+        try:
+            if "serve" in run:
+                figures["serve"] = serve_section(args, tmp)
+            if "train" in run:
+                figures["train"] = train_section(args, tmp)
+                print("train:", figures["train"], flush=True)
+            if "sweep" in run:
+                figures["sweep"] = sweep_section(args, tmp)
+                print("sweep:", figures["sweep"], flush=True)
+        finally:
+            ray.shutdown()
+    if run & set(NODE_SECTIONS):  # a two-node cluster of its own
+        figures.update(node_sections(args, tmp, run))
     print(json.dumps(figures, indent=1))
     return 0
 

@@ -1,5 +1,6 @@
-"""A fault kit shared by `tests/` and `bench/`: find Ray's processes in /proc and SIGKILL them, and forge the
-images an attacker or a broken disk would send (headers declaring huge sizes, truncated files).
+"""A fault kit shared by `tests/` and `bench/`: find Ray's processes in /proc and SIGKILL them, lose a node of a
+local cluster (`ray.cluster_utils.Cluster`) when a condition is met, and forge the images an attacker or a broken
+disk would send (headers declaring huge sizes, truncated files).
 
 Linux only (/proc). Nothing here starts Ray or imports torch.
 """
@@ -9,8 +10,10 @@ import os
 import signal
 import socket
 import struct
+import threading
+import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from PIL import Image
@@ -21,7 +24,9 @@ __all__ = [
     "declaring",
     "image_bytes",
     "is_loopback",
+    "kill_node_when",
     "listening_sockets",
+    "node_processes",
     "processes",
     "serve_replicas",
     "sigkill",
@@ -151,6 +156,91 @@ def sigkill(pid: int, group: bool = False) -> None:
         os.killpg(pid, signal.SIGKILL)
     else:
         os.kill(pid, signal.SIGKILL)
+
+
+# --- a node lost ---
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _raylet_pid(node) -> int:
+    """The raylet's pid of `node` (a `ray._private.node.Node`, as `Cluster.add_node` returns it)."""
+    return node.all_processes["raylet"][0].process.pid
+
+
+def node_processes(node) -> dict[int, list[str]]:
+    """{pid: command line} of the processes `node`'s raylet started (its workers, Train workers and Tune trials
+    among them): on a local cluster every node shares this machine, so a node's own are the raylet's children."""
+    raylet = _raylet_pid(node)
+    return {pid: argv for pid, argv in processes() if _parent(pid) == raylet}
+
+
+class NodeKiller(threading.Thread):
+    """The thread `kill_node_when` starts; `result` holds what happened once it has ended (see there)."""
+
+    def __init__(self, cluster, node, predicate: Callable[[], bool], timeout: float, poll: float,
+                 on_kill: Callable[[], None] | None):
+        super().__init__(daemon=True, name="kill-node-when")
+        self.cluster, self.node, self.predicate = cluster, node, predicate
+        self.timeout, self.poll, self.on_kill = timeout, poll, on_kill
+        self.started_at = time.perf_counter()
+        self.result: dict = {"killed": False}
+
+    def run(self) -> None:
+        deadline = self.started_at + self.timeout
+        while True:
+            try:
+                met = bool(self.predicate())
+            except (OSError, ValueError, KeyError) as e:  # a predicate reading files being written: try again
+                self.result["predicate_error"] = repr(e)
+                met = False
+            if met or time.perf_counter() > deadline:
+                break
+            time.sleep(self.poll)
+        if not met:
+            self.result["waited_s"] = round(time.perf_counter() - self.started_at, 3)
+            return
+        node_id = self.node.node_id
+        children = node_processes(self.node)
+        killed_at, killed_time = time.perf_counter(), time.time()
+        # SIGKILL to the raylet and the node's other daemons, then to whatever the raylet had started and is
+        # still alive: the machine is gone, not shutting down
+        self.cluster.remove_node(self.node, allow_graceful=False)
+        for pid in children:
+            try:
+                sigkill(pid)
+            except ProcessLookupError:
+                pass
+        done = time.perf_counter()
+        self.result.update(killed=True, node_id=node_id, killed_at=killed_at, killed_time=killed_time,
+                           remove_s=round(done - killed_at, 3),
+                           waited_s=round(killed_at - self.started_at, 3),
+                           processes=sorted(" ".join(argv)[:60] for argv in children.values()))
+        if self.on_kill is not None:
+            self.on_kill()
+
+    def wait(self, timeout: float | None = None) -> dict:
+        """Join the thread; its `result`."""
+        self.join(timeout)
+        return self.result
+
+
+def kill_node_when(cluster, node, predicate: Callable[[], bool], timeout: float = 600.0, poll: float = 0.05,
+                   on_kill: Callable[[], None] | None = None) -> NodeKiller:
+    """In a thread, poll `predicate()` every `poll` s; once it is true, lose `node` of the local `cluster`
+    (`ray.cluster_utils.Cluster`): `cluster.remove_node(node, allow_graceful=False)` SIGKILLs its raylet and
+    daemons, then every process the raylet had started is SIGKILLed too. `on_kill()` runs right after (e.g. to
+    free resources held elsewhere). Returns the started thread; `.wait()` gives its result: `killed` (False when
+    `timeout` passed first), `node_id`, `waited_s` (from the call to the kill), `killed_at` (time.perf_counter()),
+    `killed_time` (time.time()), `remove_s` (how long the removal took) and `processes` (the node's processes at
+    the kill, titles cut short)."""
+    killer = NodeKiller(cluster, node, predicate, timeout, poll, on_kill)
+    killer.start()
+    return killer
 
 
 # --- forged images ---
