@@ -19,14 +19,14 @@ and during a sweep. Prints the figures of issues 7 and 20 side by side.
 4. Tune: a 3-trial sweep whose driver is SIGKILLed after the first trial finishes; `Tuner.restore` finishes it.
    Trials finished before / after, and trials run to completion more than once.
 5. Node loss, DDP (`node-train`): a local two-node cluster on 127.0.0.1 (head 2 CPUs, node b 1 CPU); a plan of
-   `--node-epochs` epochs on 2 workers, one per node (one head CPU held until the workers are placed), run
+   `--node-epochs` epochs on 2 workers, one per node (placement_strategy SPREAD), run
    uninterrupted and then again with node b (raylet and every process it started) SIGKILLed 0.4 s into the
    epoch after half of them are checkpointed; max_failures=1 resumes both workers on the head. Time lost against
    the uninterrupted run, seconds from the kill to the restarted workers' resume, epochs replayed, final metrics.
 6. Node loss, sweep (`node-sweep`): on the same cluster, 4 single-worker trials of 3 epochs, 2 at a time (one per
-   node), run uninterrupted, then again with node b lost once its trial has reported an epoch: that trial errors
-   (sweeps have no trial retries), the others finish, and running the sweep again restores it and resumes the
-   errored trial from its checkpoint. Trials retried, trials run to completion more than once, time lost.
+   node), run uninterrupted, then again with max_failures=1 and node b lost once its trial has reported an epoch:
+   Tune retries that trial from its checkpoint on the head within the same sweep. Trials retried, trials errored
+   in the end, trials run to completion more than once, epochs replayed, time lost.
    Both node rows print the 1-minute load average: on a shared 2-core machine the side-by-side times move with it.
 """
 
@@ -355,24 +355,6 @@ class _Hold:
         return True
 
 
-def _release_once_placed(hold, timeout: float = 300) -> threading.Thread:
-    """Kill `hold` once a placement group of 2+ bundles (a Train worker group) is placed."""
-    import ray
-
-    def watch():
-        end = time.time() + timeout
-        while time.time() < end:
-            if any(pg["state"] == "CREATED" and len(pg["bundles"]) >= 2
-                   for pg in ray.util.placement_group_table().values()):
-                break
-            time.sleep(0.2)
-        ray.kill(hold)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
-
-
 def node_train_section(args, tmp: Path, nodes: _TwoNodes) -> dict:
     from raylessons.data.synth import synth
     from raylessons.distributed.checkpoints import is_complete, position
@@ -385,10 +367,10 @@ def node_train_section(args, tmp: Path, nodes: _TwoNodes) -> dict:
 
     def run(name: str, failures: int):
         return TrainRun(task="planet", plan=plan, task_config=task_config, name=name, storage_path=str(tmp),
-                        num_workers=2, cpus_per_worker=1, max_failures=failures, seed=0)
+                        num_workers=2, cpus_per_worker=1, max_failures=failures, placement_strategy="SPREAD",
+                        seed=0)
 
     nodes.ensure_b()
-    _release_once_placed(nodes.hold_head_cpu())
     t = time.perf_counter()
     whole = fit_plan(run("node-whole", 0))["metrics"]
     whole_s = time.perf_counter() - t
@@ -410,7 +392,6 @@ def node_train_section(args, tmp: Path, nodes: _TwoNodes) -> dict:
         return time.perf_counter() - at_kill["seen"] >= 0.4
 
     nodes.ensure_b()
-    _release_once_placed(nodes.hold_head_cpu())
     killer = kill_node_when(nodes.cluster, nodes.b, half_checkpointed, timeout=600)
     t = time.perf_counter()
     lost = fit_plan(run("node-lost", 1))
@@ -446,12 +427,12 @@ def node_sweep_section(args, tmp: Path, nodes: _TwoNodes) -> dict:
     root = synth("planet", tmp / "planet-nodes", n=96, size=64, seed=1)
     epochs = 3
 
-    def config(storage: str) -> SweepConfig:
+    def config(storage: str, max_failures: int = 0) -> SweepConfig:
         return SweepConfig(task="planet", task_config={"data": str(root), "size": 32, "bs": 16, "arch": "resnet18"},
                            trials=4, max_concurrent=2, cpus_per_trial=1, epochs=epochs, scheduler="fifo",
                            configs=[{"stage1_lr": lr, "upper": lr / 10} for lr in (2e-2, 1e-2, 5e-3, 3e-3)],
                            lesson_first=False, band=100.0, warmup_epochs=0, finder_iters=20,
-                           storage_path=str(tmp / storage), verbose=0, seed=0)
+                           storage_path=str(tmp / storage), verbose=0, seed=0, max_failures=max_failures)
 
     nodes.ensure_b()
     hold = nodes.hold_head_cpu()
@@ -460,7 +441,7 @@ def node_sweep_section(args, tmp: Path, nodes: _TwoNodes) -> dict:
     whole_s = time.perf_counter() - t
     ray.kill(hold)
 
-    cfg = config("sweeps-lost")
+    cfg = config("sweeps-lost", max_failures=1)
     exp = Path(cfg.storage_path) / experiment_name(cfg)
     b = nodes.ensure_b()
     victim: dict = {}
@@ -481,21 +462,17 @@ def node_sweep_section(args, tmp: Path, nodes: _TwoNodes) -> dict:
     if not kill.get("killed"):
         ray.kill(hold)
     nodes.ensure_b()
-    t = time.perf_counter()
-    second = run_sweep(cfg)
-    restore_s = time.perf_counter() - t
-    errored = {Path(r["path"]).name for r in first["rows"] if r["status"] == "error"}
-    after = {Path(r["path"]).name: r["status"] for r in second["rows"]}
     results = _trial_results(exp)
+    retried = [name for name, rows in results.items() if any("resumed_from_epochs" in r for r in rows)]
     return {"trials": cfg.trials, "node_killed": kill.get("killed", False), "killed_after_s": kill.get("waited_s"),
-            "victim": victim.get("trial"), "errored_at_loss": len(errored),
-            "retried_by_restore": sum(after.get(t_) == "finished" for t_ in errored),
-            "finished_in_the_end": sum(s == "finished" for s in after.values()),
+            "victim": victim.get("trial"), "retried_within_the_sweep": len(retried),
+            "errored_in_the_end": sum(r["status"] == "error" for r in first["rows"]),
+            "finished_in_the_end": sum(r["status"] == "finished" for r in first["rows"]),
             "ran_twice_to_completion": sum(sum(r["training_iteration_epochs"] == epochs for r in rows) > 1
                                            for rows in results.values()),
             "epochs_replayed": sum(max(0, len(rows) - epochs) for rows in results.values()),
-            "seconds": {"uninterrupted": round(whole_s, 1), "node_lost_run": round(first_s, 1),
-                        "restore_run": round(restore_s, 1), "time_lost": round(first_s + restore_s - whole_s, 1)},
+            "seconds": {"uninterrupted": round(whole_s, 1), "node_lost": round(first_s, 1),
+                        "time_lost": round(first_s - whole_s, 1)},
             "load_1m": round(os.getloadavg()[0], 1)}
 
 

@@ -11,6 +11,7 @@ import pytest
 from raylessons.distributed.train import TrainRun, epoch_rows, fit_plan
 from raylessons.errors import ConfigError, DataError
 from raylessons.learner import load_learner
+from raylessons.testing.faults import train_workers
 
 pytestmark = pytest.mark.ray
 
@@ -23,16 +24,8 @@ def task_config(planet_dir):
 
 
 def ray_workers() -> list[int]:
-    """PIDs of this machine's Ray Train worker processes."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if b"RayTrainWorker" in (proc / "cmdline").read_bytes():
-                    pids.append(int(proc.name))
-            except OSError:
-                pass
-    return pids
+    """PIDs of the Ray Train workers this test process's Ray started (not another session's on the machine)."""
+    return train_workers()
 
 
 def kill_one_worker_when_whole(path: Path, delay: float = 0.3, timeout: float = 300) -> tuple[threading.Thread, list]:
@@ -218,6 +211,8 @@ def test_head_pose_run_in_this_process_exports_points_and_resumes_by_name(tmp_pa
     assert resume["checkpoint"] == "checkpoint_s00_e001"
     with pytest.raises(ConfigError, match="num_workers must be >= 0"):
         fit_plan(TrainRun(task="head_pose", plan=run.plan, task_config=run.task_config, num_workers=-1))
+    with pytest.raises(ConfigError, match="placement_strategy must be one of PACK, SPREAD, STRICT_SPREAD, got 'ANY'"):
+        fit_plan(TrainRun(task="head_pose", plan=run.plan, task_config=run.task_config, placement_strategy="ANY"))
 
 
 def test_sync_batchnorm_keeps_layer_groups_and_freezing():

@@ -108,19 +108,6 @@ def test_missing_buckets_and_keys_fail_naming_the_uri(bucket, planet_export):
 
 
 # ----- Ray Train: checkpoints in the bucket, a killed worker, resume from the bucket
-def _started_here(pid: int) -> bool:
-    """Whether `pid` descends from this process (a worker of the Ray this module started, not another session's
-    on the same machine)."""
-    while pid > 1:
-        try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            return False
-        if pid == os.getpid():
-            return True
-    return False
-
-
 @pytest.mark.ray
 def test_a_run_in_a_bucket_survives_a_killed_worker_and_exports_there(ray_s3, bucket, planet_dir):
     from raylessons.distributed.checkpoints import checkpoint_dirs, is_complete
@@ -140,7 +127,7 @@ def test_a_run_in_a_bucket_survives_a_killed_worker_and_exports_there(ray_s3, bu
         while time.time() < end and not is_complete(first):
             time.sleep(0.2)
         time.sleep(0.3)
-        pids = [p for p in faults.train_workers() if _started_here(p)]
+        pids = faults.train_workers()  # this module's Ray's workers only
         if pids:
             newest = max(Path(d).name for d in checkpoint_dirs(run_dir) if is_complete(d))
             faults.sigkill(pids[-1])

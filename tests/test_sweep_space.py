@@ -157,6 +157,10 @@ def test_sweep_options_fail_before_ray(tmp_path):
     # the name is a function of the options: same options, same experiment (restore); others, another
     assert experiment_name(SweepConfig(**base)) == experiment_name(SweepConfig(**base, storage_path="/elsewhere"))
     assert experiment_name(SweepConfig(**base)) != experiment_name(SweepConfig(**base, trials=9))
+    # retries do not change what is searched: a rerun with --max-failures restores the same experiment
+    assert experiment_name(SweepConfig(**base)) == experiment_name(SweepConfig(**base, max_failures=2))
+    with pytest.raises(ConfigError, match="max_failures must be >= 0, got -1"):
+        check_sweep(SweepConfig(**base, max_failures=-1))
 
 
 def test_a_tasks_own_options_once_the_task_is_known(tmp_path):

@@ -31,6 +31,7 @@ __all__ = ["TrainRun", "checkpoint_name", "epoch_rows", "fit_plan", "fit_plan_he
 
 log = logging.getLogger("raylessons")
 
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_SPREAD")  # Ray's placement-group strategies for the workers
 RESUMES_FILE = "resumes.jsonl"  # one line per restart: the checkpoint resumed from (and what Ray offered)
 
 
@@ -58,6 +59,10 @@ class TrainRun:
         "help": "CPUs of each worker", "default_text": "the cluster's CPUs / workers"})
     max_failures: int = field(default=0, metadata={
         "help": "restarts of the worker group after a worker dies (from the newest checkpoint)"})
+    placement_strategy: str = field(default="PACK", metadata={
+        "help": "where the workers go: PACK (as few nodes as possible), SPREAD (across nodes, best effort: a restart "
+                "after a node is lost still fits on what is left) or STRICT_SPREAD (one node each)",
+        "choices": PLACEMENT_STRATEGIES})
     num_to_keep: int = field(default=2, metadata={"help": "checkpoints kept"})
     seed: int = field(default=0, metadata={
         "help": "seed of the weights and of every epoch's augmentation and dropout"})
@@ -72,6 +77,9 @@ def _prepare(run: TrainRun) -> tuple[TrainRun, list[Stage]]:
     starts (the stages' layer groups are checked in the workers, on the real model)."""
     if run.num_workers < 0:
         raise ConfigError(f"num_workers must be >= 0 (0: in this process, without Ray), got {run.num_workers}")
+    if run.placement_strategy not in PLACEMENT_STRATEGIES:
+        raise ConfigError(f"placement_strategy must be one of {', '.join(PLACEMENT_STRATEGIES)}, "
+                          f"got {run.placement_strategy!r}")
     task = get_task(run.task)
     cfg = task.config(run.task_config)
     stages = task.load_plan(run.plan)
@@ -133,7 +141,8 @@ def fit_plan(run: TrainRun, callbacks: list | None = None) -> dict:
     trainer = TorchTrainer(
         train_loop_per_worker, train_loop_config={"worker": worker},
         scaling_config=ray.train.ScalingConfig(num_workers=run.num_workers, use_gpu=run.use_gpu,
-                                               resources_per_worker={"CPU": cpus}),
+                                               resources_per_worker={"CPU": cpus},
+                                               placement_strategy=run.placement_strategy),
         run_config=ray.train.RunConfig(
             name=run.name, storage_path=storage.fs_path(run.storage_path) if remote else str(run_dir.parent),
             storage_filesystem=storage.filesystem(run_dir) if remote else None,

@@ -100,6 +100,8 @@ class SweepConfig:
                 "bands stretch to cover the lesson's rates: the search starts from the hand-written recipe"})
     configs: list | None = field(default=None, metadata={
         "help": "explicit trial configs, as JSON, evaluated first (e.g. a benchmark's fixed plans)"})
+    max_failures: int = field(default=0, metadata={
+        "help": "retries of a trial that fails (a lost node, a killed worker), each from the trial's last checkpoint"})
     storage_path: str = field(default="~/raylessons_results", metadata={
         "help": "where sweeps are stored: a local path or a URI (s3://bucket/prefix, gs://...)", "flag": "--storage"})
     name: str | None = field(default=None, metadata={
@@ -136,7 +138,8 @@ def default_grace_period(cfg: SweepConfig) -> int:
 def experiment_name(cfg: SweepConfig) -> str:
     """`sweep-<task>-<hash>`: the same options give the same name, so a rerun restores the experiment."""
     data = dataclasses.asdict(cfg)
-    data.pop("name"), data.pop("storage_path"), data.pop("verbose")
+    # how a sweep survives failures does not change what it searches: a rerun with more retries restores it
+    data.pop("name"), data.pop("storage_path"), data.pop("verbose"), data.pop("max_failures")
     digest = hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return f"sweep-{cfg.task}-{digest}"
 
@@ -171,6 +174,8 @@ def check_sweep(cfg: SweepConfig) -> tuple[str, str]:
                           f"and last 5 points, got {cfg.finder_iters}")
     if len(cfg.guide_clamp) != 2 or not 0 < cfg.guide_clamp[0] < cfg.guide_clamp[1]:
         raise ConfigError(f"guide_clamp must be [low, high] with 0 < low < high, got {cfg.guide_clamp}")
+    if int(cfg.max_failures) < 0:
+        raise ConfigError(f"max_failures must be >= 0, got {cfg.max_failures}")
     if cfg.reduction_factor < 2:
         raise ConfigError(f"reduction_factor must be >= 2, got {cfg.reduction_factor}")
     if cfg.gpus_per_trial < 0 or (cfg.workers_per_trial > 1 and cfg.gpus_per_trial not in (0, 1)):

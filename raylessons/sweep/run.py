@@ -117,7 +117,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
                         moms=cfg.moms, wd=tuple(cfg.wd) if cfg.wd else None, lesson=lesson)
     setup = TrialSetup(task=cfg.task, task_config=cfg.task_config, epochs=cfg.epochs, n_groups=n_groups,
                        workers_per_trial=cfg.workers_per_trial, cpus=cpus, gpus=cfg.gpus_per_trial, seed=cfg.seed,
-                       train_storage=storage.join(where or exp, "train"))
+                       train_storage=storage.join(where or exp, "train"), max_failures=cfg.max_failures)
     trainable = tune.with_resources(tune.with_parameters(sweep_trial, setup=setup), trial_res)
     fs = {"storage_filesystem": storage.filesystem(where)} if where else {}
     exp_path = storage.fs_path(where) if where else str(exp)
@@ -174,6 +174,7 @@ def _tuner(cfg: SweepConfig, trainable, space: dict, name: str, root: Path | str
         run_config=tune.RunConfig(name=name, storage_path=storage.fs_path(root) if remote else str(root),
                                   storage_filesystem=storage.filesystem(root) if remote else None,
                                   sync_config=tune.SyncConfig(sync_artifacts=remote), verbose=cfg.verbose,
+                                  failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
 
 

@@ -28,6 +28,7 @@ class TrialSetup:
     gpus: float             # per worker
     seed: int
     train_storage: str      # where DDP trials' Train runs are stored
+    max_failures: int = 0   # a DDP trial's worker-group restarts (Tune retries the trial itself as often)
 
 
 def sweep_trial(config: dict, setup: TrialSetup) -> None:
@@ -44,7 +45,7 @@ def sweep_trial(config: dict, setup: TrialSetup) -> None:
         run = TrainRun(task=setup.task, plan=stages, task_config=setup.task_config,
                        name=f"train-{tune.get_context().get_trial_id()}", storage_path=setup.train_storage,
                        num_workers=setup.workers_per_trial, use_gpu=setup.gpus > 0, cpus_per_worker=setup.cpus,
-                       seed=setup.seed)
+                       seed=setup.seed, max_failures=setup.max_failures)
         fit_plan(run, callbacks=[TuneReportCallback()])
         return
     import ray

@@ -31,6 +31,7 @@ __all__ = [
     "serve_replicas",
     "sigkill",
     "train_workers",
+    "descends_from",
     "truncate_file",
 ]
 
@@ -65,9 +66,24 @@ def serve_replicas(app: str, deployment: str = "") -> dict[int, int]:
     return out
 
 
-def train_workers() -> list[int]:
-    """The pids of the live Ray Train workers, ascending."""
-    return sorted(pid for pid, argv in processes() if any("RayTrainWorker" in a for a in argv))
+def descends_from(pid: int, ancestor: int) -> bool:
+    """Whether process `pid` is a descendant of `ancestor` (its parent, its parent's parent, ...)."""
+    while pid > 1:
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])  # the parent's pid
+        except (OSError, IndexError, ValueError):
+            return False
+        if pid == ancestor:
+            return True
+    return False
+
+
+def train_workers(ours: bool = True) -> list[int]:
+    """The pids of the live Ray Train workers, ascending; with `ours`, only those this process's Ray started (its
+    raylets are our children): another session's workers on the same machine are never taken for ours."""
+    me = os.getpid()
+    return sorted(pid for pid, argv in processes() if any("RayTrainWorker" in a for a in argv)
+                  and (not ours or descends_from(pid, me)))
 
 
 def _cpu_seconds(stat: str) -> float:
