@@ -61,7 +61,8 @@ class Recorder(Callback):
     def after_batch(self, learn) -> None:
         if not learn.training:
             return
-        self.smooth_loss = self.smoothener.add_value(learn.loss.detach().item())
+        self.last_loss = learn.loss.detach().item()  # the batch's raw loss: one host sync, shared (TensorBoard)
+        self.smooth_loss = self.smoothener.add_value(self.last_loss)
         self.losses.append(self.smooth_loss)
         self.lrs.append(float(learn.current_lrs[-1]))
         self.moms.append(float(learn.current_mom))

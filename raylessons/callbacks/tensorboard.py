@@ -86,7 +86,8 @@ class TensorBoardCallback(Callback):
     def after_batch(self, learn) -> None:
         if not (self._active and learn.training) or self._finder:
             return
-        self.writer.add_scalar("train/loss", float(learn.loss.detach()), self.batch_step)
+        # the recorder (order -20) has read this batch's loss already: no second device sync per batch
+        self.writer.add_scalar("train/loss", learn.recorder.last_loss, self.batch_step)
         self.batch_step += 1
 
     def after_epoch(self, learn) -> None:
