@@ -84,9 +84,10 @@ class Predictor:
         meta = getattr(data, "meta", {})
         self.threshold = threshold if threshold is not None else meta.get("threshold", DEFAULT_THRESHOLD)
         per_tag = thresholds if thresholds is not None else meta.get("thresholds")
-        # (C,) one threshold per tag (tags not listed keep the global one), or None: the global threshold alone
-        self.thresholds = None if not per_tag else torch.tensor(
-            [float(per_tag.get(c, self.threshold)) for c in self.classes])
+        # one threshold per tag (tags not listed keep the global one), or None: the global threshold alone;
+        # as a (C,) tensor for decoding and, built once, as the {tag: threshold} every answer shows
+        self.tag_thresholds = None if not per_tag else {c: float(per_tag.get(c, self.threshold)) for c in self.classes}
+        self.thresholds = None if not per_tag else torch.tensor(list(self.tag_thresholds.values()))
 
     @property
     def kind(self) -> str:

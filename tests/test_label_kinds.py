@@ -78,7 +78,7 @@ def test_a_predictor_built_from_export_metadata_decodes_by_the_kind():
 
 def test_answers_of_the_served_kinds():
     class Stub:  # what an answer asks of the predictor: its classes, threshold(s) and decode
-        classes, threshold, thresholds = ["a", "b"], 0.5, None
+        classes, threshold, thresholds, tag_thresholds = ["a", "b"], 0.5, None, None
 
         def decode(self, row, threshold=None, size=None):
             own = self.threshold if self.thresholds is None else self.thresholds
@@ -91,6 +91,7 @@ def test_answers_of_the_served_kinds():
     assert MultiCategoryLabel.answer(Stub(), row, None, threshold=0.3)["tags"] == ["a", "b"]
     per_tag = Stub()
     per_tag.thresholds = torch.tensor([0.7, 0.3])  # a threshold per tag: both tags flip
+    per_tag.tag_thresholds = {"a": 0.7, "b": 0.3}
     assert MultiCategoryLabel.answer(per_tag, row, None)["tags"] == ["b"]
     assert MultiCategoryLabel.answer(per_tag, row, None)["thresholds"] == pytest.approx({"a": 0.7, "b": 0.3})
     assert "thresholds" not in MultiCategoryLabel.answer(per_tag, row, None, threshold=0.5)

@@ -167,7 +167,7 @@ class MultiCategoryLabel(_ClassLabel):
         answer = {"tags": tags, "probs": dict(zip(predictor.classes, probs.tolist())),
                   "threshold": predictor.threshold if threshold is None else threshold}
         if threshold is None and predictor.thresholds is not None:
-            answer["thresholds"] = dict(zip(predictor.classes, predictor.thresholds.tolist()))
+            answer["thresholds"] = predictor.tag_thresholds
         return answer
 
     def title(self, y: torch.Tensor) -> str:
