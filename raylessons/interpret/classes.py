@@ -25,10 +25,6 @@ class ClassificationInterpretation(Interpretation):
     label_cls = CategoryLabel
 
     @property
-    def classes(self) -> list[str]:
-        return list(self.label.classes)
-
-    @property
     def pred_class(self) -> torch.Tensor:
         return self.preds.argmax(dim=1)
 
@@ -74,10 +70,6 @@ class MultiLabelInterpretation(Interpretation):
 
     label_cls = MultiCategoryLabel
     beta = 2
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.label.classes)
 
     @property
     def threshold(self) -> float:

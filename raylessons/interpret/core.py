@@ -62,6 +62,11 @@ class Interpretation:
     def __len__(self) -> int:
         return len(self.losses)
 
+    @property
+    def classes(self) -> list[str]:
+        """The label's class names (tags, codes), in index order; empty for points."""
+        return list(self.label.classes or [])
+
     def top_losses(self, k: int | None = None, largest: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """(losses, positions) of the `k` largest (or smallest) losses, sorted; positions index `preds`."""
         k = len(self.losses) if k is None else min(int(k), len(self.losses))

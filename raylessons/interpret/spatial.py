@@ -23,10 +23,6 @@ class SegmentationInterpretation(Interpretation):
     label_cls = SegmentationLabel
 
     @property
-    def classes(self) -> list[str]:
-        return list(self.label.classes)
-
-    @property
     def void_code(self) -> int | None:
         return self.label.void_code
 
