@@ -44,6 +44,7 @@ from pathlib import Path
 
 import serve_load as sl  # bench/serve_load.py, beside this script
 
+from raylessons.testing.cluster import TwoNodeCluster
 from raylessons.testing.faults import (
     declaring,
     image_bytes,
@@ -304,58 +305,10 @@ def sweep_section(args, tmp: Path) -> dict:
 
 # --- 5, 6. a node of a two-node cluster lost ---
 
-NODE_B = {"num_cpus": 1, "resources": {"node_b": 1}}
 NODE_SECTIONS = ("node-train", "node-sweep")
 
 
-class _TwoNodes:
-    """A local cluster on 127.0.0.1: the head (2 CPUs, {"node_a": 1}) and node b (1 CPU), node death found in
-    ~1.5 s (3 missed health checks 0.5 s apart); node b added back by `ensure_b` after a row lost it."""
-
-    def __init__(self):
-        import ray
-        from ray._private import ray_constants
-        from ray.cluster_utils import Cluster
-
-        ray_constants.ENABLE_RAY_CLUSTER = False  # "this machine" is 127.0.0.1 for every node: nothing beyond loopback
-        system = {"enable_worker_prestart": False, "prestart_worker_first_driver": False,
-                  "enable_metrics_collection": False, "health_check_period_ms": 500,
-                  "health_check_failure_threshold": 3, "health_check_timeout_ms": 1000}
-        self.cluster = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 2, "resources": {"node_a": 1}, "include_dashboard": False, "_system_config": system})
-        self.head, self.b = self.cluster.head_node, None
-        self.ensure_b()
-        ray.init(address=self.cluster.address, include_dashboard=False, log_to_driver=False)
-
-    def ensure_b(self):
-        if self.b is not None and not self.b.any_processes_alive():
-            self.b = None
-        if self.b is None:
-            self.b = self.cluster.add_node(**NODE_B)
-        self.cluster.wait_for_nodes()
-        return self.b
-
-    def hold_head_cpu(self):
-        """An actor holding one of the head's CPUs: 2 workers or trials then go one per node."""
-        import ray
-
-        hold = ray.remote(num_cpus=1, resources={"node_a": 1})(_Hold).remote()
-        ray.get(hold.ready.remote(), timeout=60)
-        return hold
-
-    def shutdown(self):
-        import ray
-
-        ray.shutdown()
-        self.cluster.shutdown()
-
-
-class _Hold:
-    def ready(self):
-        return True
-
-
-def node_train_section(args, tmp: Path, nodes: _TwoNodes) -> dict:
+def node_train_section(args, tmp: Path, nodes: TwoNodeCluster) -> dict:
     from raylessons.data.synth import synth
     from raylessons.distributed.checkpoints import is_complete, position
     from raylessons.distributed.train import TrainRun, fit_plan
@@ -418,7 +371,7 @@ def _trial_results(exp: Path) -> dict[str, list[dict]]:
             for res in exp.glob("sweep_trial_*/result.json")}
 
 
-def node_sweep_section(args, tmp: Path, nodes: _TwoNodes) -> dict:
+def node_sweep_section(args, tmp: Path, nodes: TwoNodeCluster) -> dict:
     import ray
 
     from raylessons.data.synth import synth
@@ -477,7 +430,7 @@ def node_sweep_section(args, tmp: Path, nodes: _TwoNodes) -> dict:
 
 
 def node_sections(args, tmp: Path, run: set) -> dict:
-    nodes = _TwoNodes()
+    nodes = TwoNodeCluster()
     out = {}
     try:
         if "node-train" in run:

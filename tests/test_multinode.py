@@ -19,87 +19,35 @@ import pytest
 
 from raylessons.distributed.checkpoints import is_complete, position
 from raylessons.distributed.train import TrainRun, epoch_rows, fit_plan
+from raylessons.testing.cluster import TwoNodeCluster
 from raylessons.testing.faults import kill_node_when
 
 pytestmark = pytest.mark.ray
 
 PLAN = [{"freeze_to": -1, "epochs": 1, "max_lr": "slice(1e-2)"},
         {"unfreeze": True, "epochs": 2, "max_lr": [1e-4, 1e-2]}]
-# GCS declares a node dead after 3 failed health checks 0.5 s apart (Ray's default: 5 x 3 s); otherwise as
-# raylessons' own local instance (no pre-started workers, no metrics loop)
-SYSTEM_CONFIG = {"enable_worker_prestart": False, "prestart_worker_first_driver": False,
-                 "enable_metrics_collection": False, "health_check_period_ms": 500,
-                 "health_check_failure_threshold": 3, "health_check_timeout_ms": 1000}
-NODE_B = {"num_cpus": 1, "resources": {"node_b": 1}}
-
-
-class TwoNodes:
-    """The module's cluster: `head` and node `b` (added back by `ensure_b` after a test lost it)."""
-
-    def __init__(self):
-        from ray.cluster_utils import Cluster
-
-        self.cluster = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 2, "resources": {"node_a": 1}, "include_dashboard": False, "_system_config": SYSTEM_CONFIG})
-        self.head = self.cluster.head_node
-        self.b = None
-        self.ensure_b()
-
-    def ensure_b(self):
-        if self.b is None:
-            self.b = self.cluster.add_node(**NODE_B)
-        self.cluster.wait_for_nodes()
-        return self.b
-
-    def lost_b(self):
-        self.b = None
 
 
 @pytest.fixture(scope="module")
 def two_nodes():
     import ray
-    from ray._private import ray_constants
 
-    # every node on 127.0.0.1: Ray resolves "this machine" to the loopback address (as it does on macOS and
-    # Windows) rather than to the first network interface's, so no GCS, raylet or worker listens beyond loopback
-    patch = pytest.MonkeyPatch()
-    patch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
-    nodes = None
+    nodes = TwoNodeCluster()
     try:
-        nodes = TwoNodes()
-        ray.init(address=nodes.cluster.address, log_to_driver=False)
         assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}
         assert ray.get_runtime_context().get_node_id() == nodes.head.node_id  # the driver (and Train's controller)
         yield nodes
     finally:
-        ray.shutdown()
-        if nodes is not None:
-            nodes.cluster.shutdown()
-        patch.undo()
-
-
-def hold_head_cpu():
-    """An actor holding one of the head's 2 CPUs (until ray.kill): a 2-worker run then gets one worker per node."""
-    import ray
-
-    @ray.remote(num_cpus=1, resources={"node_a": 1})
-    class Hold:
-        def ready(self):
-            return True
-
-    hold = Hold.remote()
-    ray.get(hold.ready.remote(), timeout=60)
-    return hold
+        nodes.shutdown()
 
 
 class Placements(threading.Thread):
-    """Records the nodes of every placement group with 2+ bundles (a Train worker group) while it is placed;
-    `release` (e.g. the holding actor) is killed once a group is placed."""
+    """Records the nodes of every placement group with 2+ bundles (a Train worker group) while it is placed."""
 
-    def __init__(self, release=None):
+    def __init__(self):
         super().__init__(daemon=True)
         self.groups: dict[str, list[str]] = {}
-        self.release, self.placed, self.stop = release, threading.Event(), threading.Event()
+        self.placed, self.stop = threading.Event(), threading.Event()
         self.start()
 
     def run(self):
@@ -109,17 +57,11 @@ class Placements(threading.Thread):
             for pg_id, pg in ray.util.placement_group_table().items():
                 if pg["state"] == "CREATED" and len(pg["bundles"]) >= 2 and pg_id not in self.groups:
                     self.groups[pg_id] = [pg["bundles_to_node_id"][i] for i in sorted(pg["bundles_to_node_id"])]
-                    if not self.placed.is_set() and self.release is not None:
-                        ray.kill(self.release)
                     self.placed.set()
 
     def finish(self) -> list[list[str]]:
-        import ray
-
         self.stop.set()
         self.join()
-        if self.release is not None and not self.placed.is_set():  # never placed: let go of the head's CPU anyway
-            ray.kill(self.release)
         return list(self.groups.values())
 
 
@@ -199,9 +141,7 @@ def test_losing_a_node_mid_run_resumes_on_the_head(two_nodes, one_node, planet_d
         kill = killer.wait(timeout=10)
     finally:
         killer.join(timeout=30)
-        if not b.any_processes_alive():  # lost (or never started): back for the next test
-            two_nodes.lost_b()
-        two_nodes.ensure_b()
+        two_nodes.ensure_b()  # lost (or never started): back for the next test
     groups = placements.finish()
     assert kill["killed"], kill
     assert sorted(groups[0]) == sorted([two_nodes.head.node_id, kill["node_id"]])
@@ -246,7 +186,7 @@ def test_losing_a_node_mid_sweep(two_nodes, planet_dir, tmp_path):
                       trials=4, max_concurrent=2, cpus_per_trial=1, epochs=epochs, scheduler="fifo", configs=points,
                       lesson_first=False, warmup_epochs=0, finder_iters=20, storage_path=str(tmp_path), verbose=0,
                       band=100.0, max_failures=1)  # a band wide enough for the fixed points (no warnings)
-    hold = hold_head_cpu()
+    hold = two_nodes.hold_head_cpu()
     exp: dict = {}
 
     def b_trial_mid_way() -> bool:
@@ -268,8 +208,6 @@ def test_losing_a_node_mid_sweep(two_nodes, planet_dir, tmp_path):
         kill = killer.wait(timeout=10)
     finally:
         killer.join(timeout=30)
-        if not b.any_processes_alive():
-            two_nodes.lost_b()
         two_nodes.ensure_b()
     assert kill["killed"], kill
     status = {Path(r["path"]).name: r["status"] for r in first["rows"]}
