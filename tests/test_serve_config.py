@@ -1,0 +1,115 @@
+"""`serve run serve/config.yaml`, the file unedited, as a user runs it from the repository root: the four models
+start from the export paths the config names (under a temporary HOME holding tiny exports of every task), and
+every route answers. One Ray instance of its own, in the `serve run` process."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+pytestmark = pytest.mark.ray
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "serve" / "config.yaml"
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def served_config(tmp_path_factory, planet_export, spatial_exports, sentiment_export):
+    """The URL of `serve run serve/config.yaml`, with HOME a temporary directory holding an export of every task
+    where the config looks for it."""
+    config = yaml.safe_load(CONFIG.read_text())
+    (app,) = config["applications"]
+    host, port = config["http_options"]["host"], config["http_options"]["port"]
+    assert host == "127.0.0.1"
+    if not _port_free(host, port):
+        pytest.fail(f"port {port}, which serve/config.yaml serves on, is in use by another process")
+    home = tmp_path_factory.mktemp("home")
+    built = {"planet": planet_export[0], "camvid": spatial_exports["camvid"][0],
+             "head_pose": spatial_exports["head_pose"][0], "sentiment": sentiment_export}
+    assert set(app["args"]["exports"]) == set(built)
+    for task, path in app["args"]["exports"].items():
+        shutil.copytree(built[task], Path(path.replace("~", str(home), 1)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}  # a Ray of its own, not the tests'
+    log = (home / "serve-run.log").open("wb")
+    serve_cli = Path(sys.executable).parent / "serve"  # the CLI of the Ray the tests run
+    proc = subprocess.Popen([str(serve_cli), "run", "serve/config.yaml"], cwd=ROOT, env={**env, "HOME": str(home)}, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    url = f"http://{host}:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"serve run exited with {proc.returncode}:\n"
+                            f"{(home / 'serve-run.log').read_text(errors='replace')[-4000:]}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=5, trust_env=False).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("serve run did not answer /healthz with 200 within 300 s:\n"
+                            f"{(home / 'serve-run.log').read_text(errors='replace')[-4000:]}")
+            time.sleep(1)
+        yield url, home
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: serve run shuts the application and its Ray down
+        try:
+            proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def test_serve_run_config_starts_every_model_and_answers_every_route(served_config, planet_export,
+                                                                     spatial_exports):
+    url, home = served_config
+    with httpx.Client(base_url=url, timeout=60, trust_env=False) as c:
+        health = c.get("/healthz")
+        assert health.json() == {"status": "ok", "models": dict.fromkeys(
+            ["camvid", "head_pose", "planet", "sentiment"], "ok")}
+        models = {m["task"]: m for m in c.get("/models").json()["models"]}
+        assert sorted(models) == ["camvid", "head_pose", "planet", "sentiment"]
+        for task, where in [("planet", "planet-planet"), ("sentiment", "imdb_clas-imdb")]:
+            assert models[task]["export"] == str(home / "raylessons_results" / where / "export")
+        # the config's user_config reached the replicas
+        assert models["camvid"]["batching"]["max_batch_size"] == 8
+        assert models["sentiment"]["batching"]["max_batch_size"] == 32
+
+        image = planet_export[1][0].read_bytes()
+        planet = c.post("/planet", content=image, headers={"content-type": "image/jpeg"})
+        assert planet.status_code == 200 and set(planet.json()["probs"]) == set(models["planet"]["classes"])
+        frame = spatial_exports["camvid"][1][0].read_bytes()
+        mask = c.post("/camvid", params={"format": "json"}, content=frame, headers={"content-type": "image/png"})
+        assert mask.status_code == 200 and mask.json()["encoding"] == "rle"
+        face = spatial_exports["head_pose"][1][0].read_bytes()
+        point = c.post("/headpose", content=face, headers={"content-type": "image/jpeg"})
+        assert point.status_code == 200 and set(point.json()) >= {"row", "col"}
+        review = c.post("/sentiment", json={"text": "a fine film"})
+        assert review.status_code == 200 and review.json()["label"] in ("neg", "pos")
+
+        assert c.get("/docs").status_code == 200
+        assert {"/planet", "/camvid", "/headpose", "/sentiment", "/models", "/healthz"} <= set(
+            c.get("/openapi.json").json()["paths"])
+        missing = c.get("/nowhere")
+        assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+        bad = c.post("/planet", content=b"not an image", headers={"content-type": "image/jpeg"})
+        assert bad.status_code == 400 and bad.json()["error"] == "bad_image"
