@@ -107,7 +107,8 @@ TASK = Task("camvid", Config, build_source, build_data, build_learner,
             plans={"lesson": default_plan, "smoke": smoke_plan}, metric="acc_camvid", mode="max", sync_bn=True,
             # the lesson: 10 frozen epochs at slice(lr), 12 unfrozen at slice(lr/400, lr/4) (upper/lower 100)
             # and its long warm-up (pct_start 0.9 frozen, 0.8 unfrozen: every trial gets 0.9)
-            sweep_preset={"schedules": ["two_stage"], "ratios": [10.0, 100.0], "stage1_fracs": [0.45],
+            # (and "all", everything from the start, for an encoder trained from scratch)
+            sweep_preset={"schedules": ["two_stage", "all"], "ratios": [10.0, 100.0], "stage1_fracs": [0.45],
                           "divisor": 4.0, "pct_start": [0.9], "moms": None},
             lesson_trial={"stage1_lr": 3e-3, "upper": 7.5e-4, "ratio": 100.0, "schedule": "two_stage",
                           "stage1_frac": 0.45, "pct_start": 0.9})
