@@ -90,7 +90,7 @@ TASK = Task("head_pose", Config, build_source, build_data, build_learner,
             plans={"lesson": default_plan, "smoke": smoke_plan}, metric="valid_loss", mode="min",
             # the lesson trains the head only (5 epochs at slice(2e-2)); the sweep also tries unfreezing after it, and
             # everything from the start ("all": a body trained from scratch gains nothing from a frozen stage)
-            sweep_preset={"schedules": ["head", "two_stage", "all"], "ratios": [10.0, 100.0], "stage1_fracs": [0.5, 0.75],
-                          "divisor": 5.0, "pct_start": None, "moms": None},
+            sweep_preset={"schedules": ["head", "two_stage", "all"], "ratios": [10.0, 100.0],
+                          "stage1_fracs": [0.5, 0.75], "divisor": 5.0, "pct_start": None, "moms": None},
             # (upper, ratio and stage1_frac do nothing in a one-stage plan)
             lesson_trial={"stage1_lr": 2e-2, "upper": 4e-3, "ratio": 10.0, "schedule": "head", "stage1_frac": 0.5})

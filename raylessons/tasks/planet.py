@@ -93,7 +93,7 @@ TASK = Task("planet", Config, build_source, build_data, build_learner,
             plans={"lesson": default_plan, "smoke": smoke_plan}, metric="fbeta", mode="max",
             # the lesson: slice(lr) frozen, then slice(1e-5, lr/5) unfrozen (upper/lower 200)
             # and everything from the start ("all"): a body trained from scratch gains nothing from a frozen stage
-            sweep_preset={"schedules": ["two_stage", "all"], "ratios": [10.0, 100.0, 200.0], "stage1_fracs": [0.25, 0.5],
-                          "divisor": 5.0, "pct_start": None, "moms": None},
+            sweep_preset={"schedules": ["two_stage", "all"], "ratios": [10.0, 100.0, 200.0],
+                          "stage1_fracs": [0.25, 0.5], "divisor": 5.0, "pct_start": None, "moms": None},
             lesson_trial={"stage1_lr": 1e-2, "upper": 2e-3, "ratio": 200.0, "schedule": "two_stage",
                           "stage1_frac": 0.5})
