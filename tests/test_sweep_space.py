@@ -68,6 +68,45 @@ def test_guides_must_be_positive():
         build_space(1e-2, float("nan"))
 
 
+def _finder_curve(flat: bool, rises: bool = True):
+    """A smoothed LR-finder curve over 1e-7..1: falling by half around 1e-3 (or flat, within 1 % noise), then
+    shooting up past 4e-3 (to about 4x its minimum at 1) unless `rises` is False."""
+    lrs = np.logspace(-7, 0, 60)
+    x = np.log10(lrs)
+    base = 1.7 + 0.01 * np.sin(7 * x) if flat else 2.0 - 1.0 / (1 + np.exp(-3 * (x + 3)))
+    rise = np.clip((x - math.log10(4e-3)) / -math.log10(4e-3), 0, None) ** 2 * 3 * 1.7 if rises else 0
+    return list(lrs), list(base + rise)
+
+
+def test_the_frozen_guide_is_the_steepest_slope_of_a_falling_curve():
+    from raylessons.sweep.finder import frozen_guide
+
+    lrs, losses = _finder_curve(flat=False)
+    found = frozen_guide(lrs, losses, clamp=(1e-6, 1.0))
+    assert found["rule"] == "steepest" and found["descent"] > 0.4
+    assert found["guide"] == found["steepest"] and 10 ** -3.3 < found["guide"] < 10 ** -2.7
+
+
+def test_a_flat_curves_frozen_guide_is_a_decade_before_the_loss_shoots_up():
+    """A frozen random body under a fresh head: the loss stays within noise until it shoots up. Its steepest
+    slope is noise; the guide is the knee / 10 (the lesson's rule), clamped like the steepest slope."""
+    from raylessons.schedule import find_knee
+    from raylessons.sweep.finder import MIN_DESCENT, frozen_guide
+
+    lrs, losses = _finder_curve(flat=True)
+    found = frozen_guide(lrs, losses, clamp=(1e-6, 1.0))
+    knee = find_knee(lrs, losses, skip_end=0)
+    assert found["descent"] < MIN_DESCENT and found["rule"] == "knee / 10"
+    assert 4e-3 < knee < 1e-1 and found["knee"] == knee and found["guide"] == pytest.approx(knee / 10)
+    assert found["steepest"] < 1e-4  # where the noise happened to dip: what the old guide would have been
+    assert frozen_guide(lrs, losses, clamp=(1e-2, 1e-1))["guide"] == 1e-2  # clamped
+    # a flat curve that never shoots up has no knee: the steepest slope stays (clamped)
+    lrs, losses = _finder_curve(flat=True, rises=False)
+    found = frozen_guide(lrs, losses, clamp=(1e-4, 1e-1))
+    assert found["rule"] == "steepest" and found["knee"] is None
+    assert found["guide"] == min(max(found["steepest"], 1e-4), 1e-1)
+
+
 def test_two_stage_plan_is_the_lessons_recipe():
     plan = plan_from_config({"schedule": "two_stage", "stage1_lr": 0.01, "upper": 0.002, "ratio": 100.0,
                              "stage1_frac": 0.25}, total_epochs=8, n_groups=3)

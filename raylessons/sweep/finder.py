@@ -2,7 +2,9 @@
 
 1. frozen: the task's learner frozen to its last layer group (`freeze()`, as a plan's frozen first stage trains
    it, pretrained or not), `lr_find()`; the guide is the steepest slope of the smoothed loss (fastai's "min
-   numerical gradient"), clamped to a sane range.
+   numerical gradient"), clamped to a sane range. On a flat curve (the loss never falls by `MIN_DESCENT` of its
+   value before it shoots up, as a random body under a fresh head often gives) the steepest slope is noise, and
+   the guide is the lesson's other rule: a decade before the loss shoots up (`frozen_guide`).
 2. unfrozen: the lesson's order: `fit_one_cycle(warmup_epochs, slice(stage1_lr))` frozen, `unfreeze()`,
    `lr_find()`; the guide is `suggest_slice` (one decade before the loss shoots up, up to stage1_lr / divisor),
    on the curve untrimmed at the end (the finder stops just after the loss passes 4x its best).
@@ -19,12 +21,38 @@ from pathlib import Path
 import torch
 
 from ..recorder import plot_finder, suggest_lr
-from ..schedule import suggest_slice
+from ..schedule import find_knee, suggest_slice, trim_finder_curve
 from ..tasks import get_task
 
-__all__ = ["run_finders", "FINDERS_FILE"]
+__all__ = ["run_finders", "frozen_guide", "FINDERS_FILE", "MIN_DESCENT"]
 
 FINDERS_FILE = "finders.json"
+# the share of its value that the smoothed loss must lose, from the trimmed curve's start to its minimum, for the
+# steepest slope to mean something. Measured on the bench's curves (bench/sweep_vs_lesson.py): Planet's frozen
+# curves fall 14-16 %, while CamVid's (2-5 %), head pose's (3-6 %) and the text classifier's (0-2 %) stay flat
+# until they shoot up, and their steepest slopes sit in the noise (head pose: 1e-5, where 2e-2 trains well).
+MIN_DESCENT = 0.10
+
+
+def frozen_guide(lrs, losses, clamp: tuple[float, float], min_descent: float = MIN_DESCENT) -> dict:
+    """The frozen stage's guide from its LR-finder curve (smoothed losses, as the Recorder keeps them).
+
+    `{"guide", "rule", "steepest", "min_loss_div_10", "descent", "knee"}`: the steepest slope when the trimmed
+    curve falls by at least `min_descent` of its starting loss ("steepest"); otherwise a tenth of the rate where
+    the loss shoots up (`find_knee` on the untrimmed end: lr_find stops just after the rise), "knee / 10". A flat
+    curve that never shoots up keeps the steepest slope. The guide is clamped to `clamp` either way.
+    """
+    steepest, min_div_10 = suggest_lr(lrs, losses)
+    _, trimmed = trim_finder_curve(lrs, losses)
+    start = float(trimmed[0])
+    descent = (start - float(trimmed.min())) / abs(start) if start else 0.0
+    knee = find_knee(lrs, losses, skip_end=0)
+    rule, guide = "steepest", steepest
+    if descent < min_descent and knee is not None:
+        rule, guide = "knee / 10", knee / 10
+    lo, hi = clamp
+    return {"guide": float(min(max(guide, lo), hi)), "rule": rule, "steepest": steepest,
+            "min_loss_div_10": min_div_10, "descent": descent, "knee": knee}
 
 
 def _learner(task_name: str, task_config: dict, threads: int, seed: int):
@@ -42,13 +70,15 @@ def _frozen(task_name: str, task_config: dict, out: str, threads: int, seed: int
     trainable = learn.trainable_counts()
     learn.lr_find(num_it=num_it)
     lrs, losses = [float(x) for x in learn.recorder.lrs], [float(x) for x in learn.recorder.losses]
-    steepest, min_div_10 = suggest_lr(lrs, losses)
-    lo, hi = clamp
-    guide = float(min(max(steepest, lo), hi))
-    png = plot_finder(lrs, losses, Path(out) / "lr_find_frozen.png", steepest=guide)
-    return {"lrs": lrs, "losses": losses, "steepest": steepest, "min_loss_div_10": min_div_10, "guide": guide,
-            "png": str(png), "n_groups": len(learn.layer_groups), "metric_names": list(learn.metric_names),
-            "trainable_counts": trainable}
+    found = frozen_guide(lrs, losses, clamp)
+    path = Path(out) / "lr_find_frozen.png"
+    if found["rule"] == "steepest":
+        png = plot_finder(lrs, losses, path, steepest=found["guide"])
+    else:  # the whole rise, as the unfrozen plot shows it, with the knee and the guide a decade before it
+        png = plot_finder(lrs, losses, path, marks={"knee": found["knee"], "guide (flat curve: knee / 10)":
+                                                    found["guide"]}, skip_end=0)
+    return {"lrs": lrs, "losses": losses, **found, "png": str(png), "n_groups": len(learn.layer_groups),
+            "metric_names": list(learn.metric_names), "trainable_counts": trainable}
 
 
 def _unfrozen(task_name: str, task_config: dict, out: str, threads: int, seed: int, stage1_lr: float,

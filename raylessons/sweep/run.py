@@ -108,7 +108,9 @@ def run_sweep(cfg: SweepConfig) -> dict:
                           warmup_epochs=cfg.warmup_epochs, divisor=cfg.divisor, seed=cfg.seed,
                           num_it=cfg.finder_iters, clamp=tuple(cfg.guide_clamp))
     frozen, unfrozen = finders["frozen"], finders["unfrozen"]
-    print(f"LR finders: frozen guide {frozen['guide']:.3g} (steepest {frozen['steepest']:.3g}); unfrozen "
+    how = (f"steepest {frozen['steepest']:.3g}" if frozen.get("rule", "steepest") == "steepest" else
+           f"flat curve: knee {frozen['knee']:.3g} / 10")
+    print(f"LR finders: frozen guide {frozen['guide']:.3g} ({how}); unfrozen "
           f"slice({unfrozen['lower']:.3g}, {unfrozen['upper']:.3g}) (knee {unfrozen['knee']}); "
           f"plots in {exp}", flush=True)
     lesson = get_task(cfg.task).lesson_trial if cfg.lesson_first else None

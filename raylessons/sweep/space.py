@@ -4,7 +4,8 @@ A trial's config is plain data; `plan_from_config` turns it into a plan (the lis
 `raylessons.plan` runs and that is written with the trial's result):
 
 - `stage1_lr`: the frozen stage's rate (`slice(stage1_lr)`), searched log-uniformly in
-  [frozen / band, frozen * band] around the frozen finder's steepest-slope suggestion;
+  [frozen / band, frozen * band] around the frozen finder's guide (`finder.frozen_guide`: its steepest slope, or
+  on a flat curve a decade before the loss shoots up);
 - `upper`: the unfrozen stages' top rate, log-uniform in [upper / band, upper * band] around the unfrozen
   guide (`suggest_slice`: stage-1 rate / divisor);
 - with the lesson's rates (the task's `lesson_trial`), each band stretches to cover the lesson's rate as well:
