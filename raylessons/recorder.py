@@ -217,8 +217,8 @@ def plot_finder(lrs, losses, path: str | Path, *, steepest: float | None = None,
         ax.axvspan(s.lower, s.upper, color="tab:green", alpha=0.15)
         ax.axvline(s.lower, color="tab:green", linestyle="--", label=f"lower {s.lower:.2e}")
         ax.axvline(s.upper, color="tab:purple", linestyle="--", label=f"upper {s.upper:.2e}")
-    for label, lr in (marks or {}).items():
-        ax.axvline(lr, linestyle="--", label=f"{label} {lr:.2e}")
+    for i, (label, lr) in enumerate((marks or {}).items()):  # each its own colour, after the curve's
+        ax.axvline(lr, linestyle="--", color=f"C{i + 3}", label=f"{label} {lr:.2e}")
     if steepest is not None or slice_suggestion is not None or marks:
         ax.legend()
     return _save(fig, path)
