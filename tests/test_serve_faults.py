@@ -3,7 +3,9 @@ replica SIGKILLed under load or while it is the only one (the shared app over Ra
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import socket
 import threading
 import time
@@ -123,25 +125,35 @@ def test_replica_killed_under_load_costs_no_request(serve_url, planet_export):
 
 
 def test_healthz_reports_a_dead_model_until_serve_replaces_it(serve_url, sentiment_export):
-    """The only sentiment replica SIGKILLed: /healthz answers 503 naming it (the others ok) while Serve starts a
-    new one, then 200 again; the text route answers again afterwards."""
+    """The only sentiment replica hung (SIGSTOP), then SIGKILLed: /healthz answers 503 naming it (the others ok)
+    while it hangs and while Serve starts a new one, then 200 again; the text route answers again afterwards.
+
+    It hangs first so that a degraded answer is certain: a killed replica's requests wait for its replacement, and
+    on an idle machine Serve can have one answering within the check's HEALTH_TIMEOUT_S (the first check then
+    truthfully says ok)."""
     with httpx.Client(base_url=serve_url, timeout=60, trust_env=False) as c:
         deadline = time.monotonic() + 120  # earlier tests may leave a replica starting or stopping: begin healthy
         while (r := c.get("/healthz")).status_code != 200 and time.monotonic() < deadline:
             time.sleep(1)
         assert r.status_code == 200, r.text
         (pid,) = serve_replicas("raylessons", "sentiment")
-        sigkill(pid)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            hung = c.get("/healthz")
+        finally:
+            sigkill(pid)  # a stopped process dies at SIGKILL too
+        assert hung.status_code == 503 and hung.json()["models"]["sentiment"] == "unavailable: TimeoutError", \
+            hung.text
         # While Serve replaces the replica, every answer is 503 naming sentiment. The new replica's start-up
         # loads both cores, so another model may also miss a check's deadline now and then (the check then says
         # so, truthfully); at least one answer must show the other models ok.
-        seen, deadline = [], time.monotonic() + 120
+        seen, deadline = [hung.json()], time.monotonic() + 120
         while (r := c.get("/healthz")).status_code != 200 and time.monotonic() < deadline:
             body = r.json()
             assert body["status"] == "degraded" and body["models"]["sentiment"].startswith("unavailable"), body
             seen.append(body)
             time.sleep(0.5)
-        assert seen, "the first /healthz after the kill answered 200"
+        body = seen[-1]
         others_ok = [all(state == "ok" for task, state in b["models"].items() if task != "sentiment") for b in seen]
         assert any(others_ok), seen
         assert r.json() == {"status": "ok", "models": {t: "ok" for t in body["models"]}}
