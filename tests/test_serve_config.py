@@ -50,8 +50,8 @@ def served_config(tmp_path_factory, planet_export, spatial_exports, sentiment_ex
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}  # a Ray of its own, not the tests'
     log = (home / "serve-run.log").open("wb")
     serve_cli = Path(sys.executable).parent / "serve"  # the CLI of the Ray the tests run
-    proc = subprocess.Popen([str(serve_cli), "run", "serve/config.yaml"], cwd=ROOT, env={**env, "HOME": str(home)}, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen([str(serve_cli), "run", "serve/config.yaml"], cwd=ROOT, env={**env, "HOME": str(home)},
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://{host}:{port}"
     try:
         deadline = time.monotonic() + 300
