@@ -100,6 +100,8 @@ def test_a_flat_curves_frozen_guide_is_a_decade_before_the_loss_shoots_up():
     assert 4e-3 < knee < 1e-1 and found["knee"] == knee and found["guide"] == pytest.approx(knee / 10)
     assert found["steepest"] < 1e-4  # where the noise happened to dip: what the old guide would have been
     assert frozen_guide(lrs, losses, clamp=(1e-2, 1e-1))["guide"] == 1e-2  # clamped
+    diverged = losses[:-8] + [float("nan")] * 8  # a finder that ran into NaN: the same rule on what is finite
+    assert frozen_guide(lrs, diverged, clamp=(1e-6, 1.0))["rule"] == "knee / 10"
     # a flat curve that never shoots up has no knee: the steepest slope stays (clamped)
     lrs, losses = _finder_curve(flat=True, rises=False)
     found = frozen_guide(lrs, losses, clamp=(1e-4, 1e-1))

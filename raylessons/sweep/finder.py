@@ -18,6 +18,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..recorder import plot_finder, suggest_lr
@@ -44,7 +45,8 @@ def frozen_guide(lrs, losses, clamp: tuple[float, float], min_descent: float = M
     """
     steepest, min_div_10 = suggest_lr(lrs, losses)
     _, trimmed = trim_finder_curve(lrs, losses)
-    start = float(trimmed[0])
+    trimmed = trimmed[np.isfinite(trimmed)]  # a diverged finder's NaN/inf tail
+    start = float(trimmed[0]) if trimmed.size else 0.0
     descent = (start - float(trimmed.min())) / abs(start) if start else 0.0
     knee = find_knee(lrs, losses, skip_end=0)
     rule, guide = "steepest", steepest
