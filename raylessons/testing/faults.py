@@ -57,22 +57,29 @@ def _rss_kb(pid: int) -> int | None:
         return None
 
 
-def serve_replicas(app: str, deployment: str = "") -> dict[int, int]:
-    """{pid: resident kB} of the live replicas of Serve application `app`'s `deployment` ("": all of them)."""
+def serve_replicas(app: str, deployment: str = "", ours: bool = True) -> dict[int, int]:
+    """{pid: resident kB} of the live replicas of Serve application `app`'s `deployment` ("": all of them); with
+    `ours`, only those this process's Ray started (as `train_workers`)."""
+    me = os.getpid()
     out = {}
     for pid, argv in processes():
-        if argv[0].startswith(f"ray::ServeReplica:{app}:{deployment}") and (kb := _rss_kb(pid)) is not None:
+        if argv[0].startswith(f"ray::ServeReplica:{app}:{deployment}") and (not ours or descends_from(pid, me)) \
+                and (kb := _rss_kb(pid)) is not None:
             out[pid] = kb
     return out
 
 
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def descends_from(pid: int, ancestor: int) -> bool:
     """Whether process `pid` is a descendant of `ancestor` (its parent, its parent's parent, ...)."""
-    while pid > 1:
-        try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])  # the parent's pid
-        except (OSError, IndexError, ValueError):
-            return False
+    while pid is not None and pid > 1:
+        pid = _parent(pid)
         if pid == ancestor:
             return True
     return False
@@ -175,13 +182,6 @@ def sigkill(pid: int, group: bool = False) -> None:
 
 
 # --- a node lost ---
-
-def _parent(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-
 
 def _raylet_pid(node) -> int:
     """The raylet's pid of `node` (a `ray._private.node.Node`, as `Cluster.add_node` returns it)."""
