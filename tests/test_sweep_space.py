@@ -243,8 +243,8 @@ def test_every_sweep_task_has_a_preset_that_validates(task, tmp_path):
     given = config_from_args(parser.parse_args(["--task", task, "--data", str(tmp_path), "--schedules", "all",
                                                 "--ratios", "3", *extra]))
     assert (given.schedules, given.ratios, given.stage1_fracs) == (["all"], [3.0], preset["stage1_fracs"])
-    if task == "imdb_clas":  # ULMFiT's recipe is in its space
-        assert "gradual" in cfg.schedules and cfg.ratios == [pytest.approx(ULMFIT_RATIO)]
+    if task == "imdb_clas":  # ULMFiT's recipe is in its space, and one rate for every layer
+        assert "gradual" in cfg.schedules and cfg.ratios == [pytest.approx(ULMFIT_RATIO), 1.0]
     with pytest.raises(ConfigError, match="split=test would select it on the held-out test set"):
         check_sweep(config_from_args(parser.parse_args(["--task", task, "--data", str(tmp_path), "--test-pct",
                                                         "0.2", "--split", "test", *extra])))
@@ -274,17 +274,21 @@ def test_the_lesson_trial_is_the_lessons_plan(task):
                                                           "imdb_clas": [1, 1, 1, 3]}[task]
 
 
-def test_the_default_grace_period_waits_past_the_first_stage():
-    """ASHA's first cut comes one epoch after the shortest first stage the space can draw (1 when no schedule has
-    a second stage); an explicit grace period wins."""
+def test_the_default_grace_period_waits_until_every_plan_anneals():
+    """ASHA's first cut comes once every plan the sweep can run (each schedule at each first-stage share, and the
+    lesson's plan) is past the middle of its last stage; an explicit grace period wins."""
     from raylessons.sweep.config import SweepConfig
 
-    def grace(task, **kw):
-        return SweepConfig(task=task, task_config={"data": "/d"}, epochs=6, **kw).grace_period
+    def grace(task, epochs=6, **kw):
+        return SweepConfig(task=task, task_config={"data": "/d"}, epochs=epochs, **kw).grace_period
 
-    assert grace("planet") == 3        # stage1_fracs 0.25, 0.5 of 6: first stages of 2 or 3 epochs
-    assert grace("camvid") == 4        # 0.45 of 6 (the lesson: 10 of 22): 3
-    assert grace("head_pose") == 4     # head alone (no cut needed) or two_stage at 0.5, 0.75: 3 or 4
-    assert grace("imdb_clas") == 2     # 0.2 of 6: 1
-    assert grace("planet", schedules=["head"]) == 1
+    assert grace("planet") == 5        # two_stage at 0.25, 0.5 of 6: [2, 4] -> 2 + 2, [3, 3] -> 3 + 2; all: 3
+    assert grace("planet", epochs=12) == 9  # [3, 9] -> 3 + 5, [6, 6] -> 6 + 3
+    assert grace("camvid") == 5        # 0.45 of 6: [3, 3]
+    assert grace("head_pose") == 5     # head alone: 3; two_stage at 0.5, 0.75: [3, 3] -> 5, [4, 2] -> 5
+    assert grace("imdb_clas", epochs=5) == 4  # gradual [1, 1, 1, 2] -> 3 + 1; two_stage [1, 4] -> 3; all: 3
+    assert grace("planet", schedules=["all"], lesson_first=False) == 3
+    assert grace("planet", schedules=["head"], epochs=1, lesson_first=False) == 1
+    # the lesson's own plan counts even when its schedule is not searched (planet's lesson: [3, 3])
+    assert grace("planet", schedules=["all"]) == 5
     assert grace("planet", grace_period=2) == 2

@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
@@ -64,8 +65,8 @@ class SweepConfig:
                 "trials; pip install 'raylessons[optuna]')", "choices": SEARCHERS})
     epochs: int = field(default=4, metadata={"help": "epoch budget of every trial (ASHA's max_t)"})
     grace_period: int | None = field(default=None, metadata={
-        "help": "ASHA: epochs before the first cut", "default_text": "one past the shortest first stage: a "
-                "one-cycle stage scores poorly while its rate is high, so trials are compared once they have unfrozen"})
+        "help": "ASHA: epochs before the first cut", "default_text": "once every plan is past the middle of its last "
+                "stage: a one-cycle stage scores poorly while its rate is high, so trials are compared as they anneal"})
     reduction_factor: int = field(default=2, metadata={"help": "ASHA: keep the top 1/reduction_factor at each rung"})
     metric: str | None = field(default=None, metadata={"help": "what trials are ranked by",
                                                        "default_text": "the task's metric"})
@@ -121,18 +122,24 @@ class SweepConfig:
 
 
 def default_grace_period(cfg: SweepConfig) -> int:
-    """One epoch past the shortest first stage of a multi-stage schedule in the space (1 if every schedule has one
-    stage), at most the budget: ASHA then compares trials after they unfroze, not while their first one-cycle
-    stage is at its peak rate (when the plans that win a full run often look worst)."""
-    firsts = []
-    for sched in cfg.schedules or []:
+    """ASHA's first cut: the first epoch at which every plan the sweep can run (each schedule of the space at each
+    first-stage share, the lesson's plan, explicit configs) is in its last stage and past that stage's middle; at
+    most the budget. A one-cycle stage scores poorly while its rate is high, so trials compared earlier are
+    compared mid-cycle, and the plans that win a full run often look worst there (`bench/sweep_vs_lesson.py`: a
+    cut at epoch 3 of 6 stopped Planet's eventual winner one epoch into its unfrozen stage, at its peak rate)."""
+    plans = [{"schedule": s, "stage1_frac": f} for s in cfg.schedules or [] for f in cfg.stage1_fracs or [None]]
+    if cfg.lesson_first and cfg.task in TASKS and TASKS[cfg.task].lesson_trial:
+        plans.append(dict(TASKS[cfg.task].lesson_trial))
+    plans += [p for p in cfg.configs or [] if isinstance(p, dict)]
+    marks = []
+    for point in plans:
         try:
-            n_stages = len(schedule_groups(sched))
-            if n_stages > 1:
-                firsts += [split_epochs(n_stages, cfg.epochs, frac)[0] for frac in cfg.stage1_fracs or [None]]
-        except ConfigError:
-            continue  # check_sweep reports a bad schedule or budget
-    return max(1, min(cfg.epochs, min(firsts) + 1)) if firsts else 1
+            epochs = split_epochs(len(schedule_groups(point.get("schedule", "two_stage"))), cfg.epochs,
+                                  point.get("stage1_frac"))
+        except (ConfigError, TypeError, ValueError):
+            continue  # check_sweep reports a bad schedule, share or budget
+        marks.append(sum(epochs[:-1]) + math.ceil(epochs[-1] / 2))
+    return max(1, min(cfg.epochs, max(marks))) if marks else 1
 
 
 def experiment_name(cfg: SweepConfig) -> str:
