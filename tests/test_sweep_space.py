@@ -109,6 +109,25 @@ def test_a_flat_curves_frozen_guide_is_a_decade_before_the_loss_shoots_up():
     assert found["guide"] == min(max(found["steepest"], 1e-4), 1e-1)
 
 
+def test_the_finders_line_says_which_rule_gave_the_guide_and_whether_the_clamp_moved_it():
+    from raylessons.sweep.finder import frozen_guide
+    from raylessons.sweep.run import finders_line
+
+    unfrozen = {"lower": 6e-4, "upper": 6e-3, "knee": 0.8576958985908946}
+    lrs, losses = _finder_curve(flat=True)
+    for clamp, clamped in (((1e-6, 1.0), False), ((1e-2, 1e-1), True)):
+        found = frozen_guide(lrs, losses, clamp=clamp)
+        line = finders_line(found, unfrozen, clamp)
+        assert line.startswith(f"LR finders: frozen guide {found['guide']:.3g} (flat curve: knee {found['knee']:.3g}"
+                               " / 10")
+        assert ("clamped to [0.01, 0.1]" in line) == clamped
+        assert line.endswith("unfrozen slice(0.0006, 0.006) (knee 0.858)")
+    steep = {"rule": "steepest", "steepest": 0.251, "guide": 0.03, "knee": None}
+    assert finders_line(steep, {**unfrozen, "knee": None}, [1e-4, 0.03]) == (
+        "LR finders: frozen guide 0.03 (steepest 0.251, clamped to [0.0001, 0.03]); unfrozen slice(0.0006, 0.006) "
+        "(no knee: the loss never shot up)")
+
+
 def test_two_stage_plan_is_the_lessons_recipe():
     plan = plan_from_config({"schedule": "two_stage", "stage1_lr": 0.01, "upper": 0.002, "ratio": 100.0,
                              "stage1_frac": 0.25}, total_epochs=8, n_groups=3)

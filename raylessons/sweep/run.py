@@ -12,7 +12,8 @@
    `configs`, then trials drawn from the space (at random, or by Optuna's TPE with `search="optuna"`). Each turns
    its config into a plan (`space.plan_from_config`, written as `plan.json` in the trial directory) and runs it,
    reporting the task metric every epoch, in the trial itself (1 worker) or on a TorchTrainer with
-   `workers_per_trial` DDP workers. ASHA (or FIFO) decides; ASHA's first cut waits until the first stage is over.
+   `workers_per_trial` DDP workers. ASHA (or FIFO) decides; ASHA's first cut waits until every plan anneals
+   (`config.default_grace_period`).
    Tune's loggers write each trial's reports as CSV, JSON and TensorBoard event files in its directory.
    The experiment name is a hash of the sweep's options, so running the same sweep again after a crash
    restores it with `Tuner.restore` (finished trials are kept, unfinished ones resumed from their last epoch).
@@ -108,11 +109,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
                           warmup_epochs=cfg.warmup_epochs, divisor=cfg.divisor, seed=cfg.seed,
                           num_it=cfg.finder_iters, clamp=tuple(cfg.guide_clamp))
     frozen, unfrozen = finders["frozen"], finders["unfrozen"]
-    how = (f"steepest {frozen['steepest']:.3g}" if frozen.get("rule", "steepest") == "steepest" else
-           f"flat curve: knee {frozen['knee']:.3g} / 10")
-    print(f"LR finders: frozen guide {frozen['guide']:.3g} ({how}); unfrozen "
-          f"slice({unfrozen['lower']:.3g}, {unfrozen['upper']:.3g}) (knee {unfrozen['knee']}); "
-          f"plots in {exp}", flush=True)
+    print(f"{finders_line(frozen, unfrozen, cfg.guide_clamp)}; plots in {exp}", flush=True)
     lesson = get_task(cfg.task).lesson_trial if cfg.lesson_first else None
     space = build_space(frozen["guide"], unfrozen["upper"], band=cfg.band, ratios=cfg.ratios,
                         schedules=cfg.schedules, stage1_fracs=cfg.stage1_fracs, pct_start=cfg.pct_start,
@@ -144,6 +141,19 @@ def _upload_results(exp: Path, where: str, result: dict) -> None:
     storage.upload(exp / "best_export", storage.join(where, "best_export"))
     result.update(path=where, local=str(exp))
     result["best"]["export"] = storage.join(where, "best_export")
+
+
+def finders_line(frozen: dict, unfrozen: dict, clamp) -> str:
+    """'LR finders: frozen guide 0.03 (steepest 0.251, clamped to [0.0001, 0.03]); unfrozen slice(...) (knee ...)':
+    which rule gave the frozen guide, and whether the clamp moved it."""
+    steepest = frozen.get("rule", "steepest") == "steepest"
+    how = f"steepest {frozen['steepest']:.3g}" if steepest else f"flat curve: knee {frozen['knee']:.3g} / 10"
+    raw = frozen["steepest"] if steepest else frozen["knee"] / 10
+    if not math.isclose(raw, frozen["guide"], rel_tol=1e-6):
+        how += f", clamped to [{clamp[0]:.3g}, {clamp[1]:.3g}]"
+    knee = f"knee {unfrozen['knee']:.3g}" if unfrozen.get("knee") is not None else "no knee: the loss never shot up"
+    return (f"LR finders: frozen guide {frozen['guide']:.3g} ({how}); unfrozen "
+            f"slice({unfrozen['lower']:.3g}, {unfrozen['upper']:.3g}) ({knee})")
 
 
 def first_trials(cfg: SweepConfig, space: dict) -> list[dict]:
