@@ -109,6 +109,24 @@ def test_a_flat_curves_frozen_guide_is_a_decade_before_the_loss_shoots_up():
     assert found["guide"] == min(max(found["steepest"], 1e-4), 1e-1)
 
 
+def test_a_finder_that_stopped_early_still_gives_a_guide_or_a_clear_error():
+    """lr_find stops once the loss passes 4x its best. On CamVid's frozen U-Net (20 batches) that came after 16
+    points, and fastai's trim (10 + 5) left one: the sweep died with a ValueError from inside a Ray task. A short
+    curve keeps all but its first quarter, so the rise it found is read; one too short to read is a ConfigError."""
+    from raylessons.sweep.finder import finder_skips, frozen_guide
+
+    lrs, losses = _finder_curve(flat=False)
+    lrs, losses = lrs[::4], losses[::4]  # 15 points over 1e-7..1: falling around 1e-3, shooting up past 4e-3
+    assert len(lrs) == 15 and finder_skips(15, "frozen") == (3, 0) and finder_skips(20, "frozen") == (10, 5)
+    found = frozen_guide(lrs, losses, clamp=(1e-6, 1.0))
+    assert found["rule"] == "steepest" and 1e-4 < found["guide"] < 4e-3  # in the fall, before the rise
+    with pytest.raises(ValueError, match="too few"):  # what the sweep used to die of
+        from raylessons.recorder import suggest_lr
+        suggest_lr(lrs, losses)
+    with pytest.raises(ConfigError, match="the frozen LR finder stopped after 3 batches"):
+        frozen_guide(lrs[:3], losses[:3], clamp=(1e-6, 1.0))
+
+
 def test_the_finders_line_says_which_rule_gave_the_guide_and_whether_the_clamp_moved_it():
     from raylessons.sweep.finder import frozen_guide
     from raylessons.sweep.run import finders_line

@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from ..recorder import plot_finder, suggest_lr
 from ..schedule import find_knee, suggest_slice, trim_finder_curve
 from ..tasks import get_task
 
-__all__ = ["run_finders", "frozen_guide", "FINDERS_FILE", "MIN_DESCENT"]
+__all__ = ["run_finders", "frozen_guide", "finder_skips", "FINDERS_FILE", "MIN_DESCENT"]
 
 FINDERS_FILE = "finders.json"
 # the share of its value that the smoothed loss must lose, from the trimmed curve's start to its minimum, for the
@@ -33,6 +34,19 @@ FINDERS_FILE = "finders.json"
 # curves fall 14-16 %, while CamVid's (2-5 %), head pose's (3-6 %) and the text classifier's (0-2 %) stay flat
 # until they shoot up, and their steepest slopes sit in the noise (head pose: 1e-5, where 2e-2 trains well).
 MIN_DESCENT = 0.10
+
+
+def finder_skips(n_points: int, which: str) -> tuple[int, int]:
+    """How much of a finder curve of `n_points` to drop before reading it: fastai's first 10 and last 5 points when
+    at least 5 remain, as they do when the finder runs its `finder_iters` >= 20 batches. A finder that stopped early
+    (its loss passed 4x its best within a few batches: the rate where it shoots up is low) drops only its first
+    quarter, so the rise it found is still read. Too short even for that: a ConfigError saying what to change."""
+    if n_points >= 20:
+        return 10, 5
+    if n_points >= 4:
+        return n_points // 4, 0
+    raise ConfigError(f"the {which} LR finder stopped after {n_points} batches (its loss passed 4x its best at "
+                      "once): too few points to read a rate from; give it more data per batch or check the data")
 
 
 def frozen_guide(lrs, losses, clamp: tuple[float, float], min_descent: float = MIN_DESCENT) -> dict:
@@ -43,12 +57,13 @@ def frozen_guide(lrs, losses, clamp: tuple[float, float], min_descent: float = M
     the loss shoots up (`find_knee` on the untrimmed end: lr_find stops just after the rise), "knee / 10". A flat
     curve that never shoots up keeps the steepest slope. The guide is clamped to `clamp` either way.
     """
-    steepest, min_div_10 = suggest_lr(lrs, losses)
-    _, trimmed = trim_finder_curve(lrs, losses)
+    skip_start, skip_end = finder_skips(len(losses), "frozen")
+    steepest, min_div_10 = suggest_lr(lrs, losses, skip_start, skip_end)
+    _, trimmed = trim_finder_curve(lrs, losses, skip_start, skip_end)
     trimmed = trimmed[np.isfinite(trimmed)]  # a diverged finder's NaN/inf tail
     start = float(trimmed[0]) if trimmed.size else 0.0
     descent = (start - float(trimmed.min())) / abs(start) if start else 0.0
-    knee = find_knee(lrs, losses, skip_end=0)
+    knee = find_knee(lrs, losses, skip_start=skip_start, skip_end=0)
     rule, guide = "steepest", steepest
     if descent < min_descent and knee is not None:
         rule, guide = "knee / 10", knee / 10
@@ -74,11 +89,12 @@ def _frozen(task_name: str, task_config: dict, out: str, threads: int, seed: int
     lrs, losses = [float(x) for x in learn.recorder.lrs], [float(x) for x in learn.recorder.losses]
     found = frozen_guide(lrs, losses, clamp)
     path = Path(out) / "lr_find_frozen.png"
+    skip_start, skip_end = finder_skips(len(losses), "frozen")
     if found["rule"] == "steepest":
-        png = plot_finder(lrs, losses, path, steepest=found["guide"])
+        png = plot_finder(lrs, losses, path, steepest=found["guide"], skip_start=skip_start, skip_end=skip_end)
     else:  # the whole rise, as the unfrozen plot shows it, with the knee and the guide a decade before it
         png = plot_finder(lrs, losses, path, marks={"knee": found["knee"], "guide (flat curve: knee / 10)":
-                                                    found["guide"]}, skip_end=0)
+                                                    found["guide"]}, skip_start=skip_start, skip_end=0)
     return {"lrs": lrs, "losses": losses, **found, "png": str(png), "n_groups": len(learn.layer_groups),
             "metric_names": list(learn.metric_names), "trainable_counts": trainable}
 
@@ -93,8 +109,10 @@ def _unfrozen(task_name: str, task_config: dict, out: str, threads: int, seed: i
     learn.lr_find(num_it=num_it)
     lrs, losses = [float(x) for x in learn.recorder.lrs], [float(x) for x in learn.recorder.losses]
     # skip_end=0: lr_find stops right after the loss passes 4x its best, so the rise is in the last points
-    sug = suggest_slice(lrs, losses, stage1_lr=stage1_lr, divisor=divisor, skip_end=0)
-    png = plot_finder(lrs, losses, Path(out) / "lr_find_unfrozen.png", slice_suggestion=sug, skip_end=0)
+    skip_start = finder_skips(len(losses), "unfrozen")[0]
+    sug = suggest_slice(lrs, losses, stage1_lr=stage1_lr, divisor=divisor, skip_start=skip_start, skip_end=0)
+    png = plot_finder(lrs, losses, Path(out) / "lr_find_unfrozen.png", slice_suggestion=sug, skip_start=skip_start,
+                      skip_end=0)
     return {"lrs": lrs, "losses": losses, **sug.to_dict(), "png": str(png)}
 
 
