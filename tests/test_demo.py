@@ -38,7 +38,10 @@ def test_smoke_demo_runs_every_layer(smoke):
     assert set(summary["times_s"]) == {"ray_init", "planet", "sweep", "camvid", "head_pose", "sentiment", "serve"}
     for route in ("/planet", "/camvid?format=json", "/headpose", "/sentiment"):
         assert f"POST http://127.0.0.1:8199{route}" in console
-    assert re.search(r"lesson plan fbeta [0-9.]+, sweep best [0-9.]+", console)
+    # the lesson plan named by its stages (the Planet section's run), beside the sweep's best
+    assert re.search(r"lesson plan fbeta [0-9.]+ \(freeze_to\(-1\) 1ep slice\([0-9.e-]+\) → "
+                     r"unfreeze 1ep slice\([0-9.e-]+, [0-9.e-]+\), the Planet section's run\), sweep best [0-9.]+",
+                     console)
     assert (out / "runs" / "demo-planet" / EPOCHS_FILE).is_file()  # the one Ray Train run
     # a threshold per tag, chosen on validation, travels with the served export
     gain = re.search(r"valid F2 at the global threshold 0.2: ([0-9.]+); with a threshold per tag: ([0-9.]+)", console)

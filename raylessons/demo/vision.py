@@ -11,6 +11,7 @@ import pandas as pd
 
 from ..export_meta import read_export_meta
 from ..interpret import Interpretation
+from ..plan import plan_summary
 from ..sweep import SweepConfig, run_sweep
 from ..tasks import TASKS
 from .common import add_run_pictures, find_lr, heading, synth_once, train
@@ -96,13 +97,15 @@ def demo_sweep(out: Path, planet: dict, p: dict, report) -> dict:
     result = run_sweep(cfg)
     print(Path(result["table_md"]).read_text())
     lesson, best = planet["metrics"]["fbeta"], result["best"]["fbeta"]
-    verdict = (f"on the same data and {epochs}-epoch budget: lesson plan fbeta {lesson:.4f}, sweep best {best:.4f} "
+    verdict = (f"on the same data and {epochs}-epoch budget: lesson plan fbeta {lesson:.4f} "
+               f"({plan_summary(planet['plan'])}, the Planet section's run), sweep best {best:.4f} "
                f"({result['best']['plan']})")
     print(f"sweep took {time.perf_counter() - t0:.0f} s; {verdict}; best export {result['best']['export']}")
     result["lesson_fbeta"], result["epochs"] = lesson, epochs
     section = report.section("Planet sweep (Ray Tune, ASHA)")
     section.note(f"{p['trials']} trials, {p['max_concurrent']} at a time; {verdict}. The best trial is picked on the "
-                 "validation set that also scores the lesson plan.")
+                 "validation set that also scores the lesson plan. The table's \"(lesson)\" trial is the notebook's "
+                 "recipe at this budget, its epochs split as the notebook splits them.")
     section.image(result["finders"]["frozen"], "frozen finder (a Ray task): the stage-1 guide")
     section.image(result["finders"]["unfrozen"], "unfrozen finder after one frozen epoch: the slice guide")
     section.image(result["plot"], "each trial's fbeta against its rates (x: stopped early by ASHA)")
