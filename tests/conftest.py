@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,18 @@ def planet_dir(tmp_path_factory) -> Path:
     from raylessons.data.synth import synth
 
     return synth("planet", tmp_path_factory.mktemp("planet"), n=96, size=64, seed=1, n_test=4)
+
+
+@pytest.fixture(scope="module")
+def module_tmp(request, tmp_path_factory) -> Path:
+    """A directory for one module's shared runs, removed when the module is done unless one of its tests failed.
+    The suite writes about 10 GB of checkpoints, exports and sweeps in all; with the function-scoped `tmp_path`
+    dirs removed as each test passes (`tmp_path_retention_policy`), a disk need only hold a module's share."""
+    failed = request.session.testsfailed
+    path = tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])
+    yield path
+    if request.session.testsfailed == failed:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ RUNS = 6
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
+def smoke(module_tmp):
+    out = module_tmp
     proc = subprocess.run([sys.executable, "-m", "raylessons.cli", "demo", "--smoke", "--out", str(out),
                            "--port", "8199"], capture_output=True, text=True, timeout=900)
     console = proc.stdout + proc.stderr

@@ -71,12 +71,12 @@ def _load_job(name: str):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(ray_session, planet_dir, tmp_path_factory) -> tuple[int, str, Path]:
+def uninterrupted(ray_session, planet_dir, module_tmp) -> tuple[int, str, Path]:
     """PLAN on 2 workers, seed 0, through the job entrypoint (jobs/planet.py): (exit code, what it printed, run dir)."""
     import contextlib
     import io
 
-    storage = tmp_path_factory.mktemp("uninterrupted")
+    storage = module_tmp
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         rc = _load_job("planet").main(["--data", str(planet_dir), "--size", "32", "--bs", "16", "--arch", "resnet18",

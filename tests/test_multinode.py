@@ -90,10 +90,10 @@ def assert_same_result(a: dict, b: dict, keys=("train_loss", "valid_loss", "fbet
 
 
 @pytest.fixture(scope="module")
-def one_node(two_nodes, planet_dir, tmp_path_factory) -> dict:
+def one_node(two_nodes, planet_dir, module_tmp) -> dict:
     """PLAN on 2 workers both on the head (nothing held: Ray Train packs them there), seed 0."""
     placements = Placements()
-    result = fit_plan(planet_run(planet_dir, tmp_path_factory.mktemp("one-node"), "one-node"))
+    result = fit_plan(planet_run(planet_dir, module_tmp, "one-node"))
     assert placements.finish() == [[two_nodes.head.node_id] * 2]
     return result
 

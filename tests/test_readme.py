@@ -21,8 +21,8 @@ def test_the_readme_has_the_lesson_examples():
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("readme")
+def workdir(module_tmp):
+    return module_tmp
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)), ids=["planet", "camvid_biwi", "ulmfit", "look_inside"])

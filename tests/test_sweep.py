@@ -36,11 +36,10 @@ POINTS = [{"stage1_lr": 2e-2, "upper": 2e-3, "ratio": 10.0, "schedule": "two_sta
 
 
 @pytest.fixture(scope="module")
-def sweep(ray_session, planet_dir, tmp_path_factory):
+def sweep(ray_session, planet_dir, module_tmp):
     from raylessons.sweep import run_sweep
 
-    storage = tmp_path_factory.mktemp("sweeps")
-    cfg = _cfg(planet_dir, storage, configs=POINTS, metric="valid_loss", mode="min")
+    cfg = _cfg(planet_dir, module_tmp, configs=POINTS, metric="valid_loss", mode="min")
     return cfg, run_sweep(cfg)
 
 
