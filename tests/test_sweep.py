@@ -125,6 +125,19 @@ def test_errors_before_any_trial(ray_session, planet_dir, tmp_path):
     assert not list(tmp_path.iterdir())  # nothing started: no experiment, no finder, no trial
 
 
+def test_a_finders_error_reaches_the_user_as_itself(ray_session, planet_dir, tmp_path):
+    """A ConfigError raised inside a finder's Ray task (here: a curve of 3 batches) is raised as the ConfigError,
+    its message alone, not inside Ray's wrapper with the remote traceback (which the CLI would print)."""
+    from raylessons.sweep.finder import run_finders
+
+    with pytest.raises(ConfigError) as err:
+        run_finders("planet", {"data": str(planet_dir), "size": 32, "bs": 16, "arch": "resnet18"}, tmp_path,
+                    num_it=3)
+    assert type(err.value) is ConfigError
+    assert str(err.value).startswith("the frozen LR finder stopped after 3 batches")
+    assert "Traceback" not in str(err.value) and "ray::" not in str(err.value)
+
+
 def _finished_trials(exp: Path) -> dict[str, int]:
     """{trial dir: lines of result.json} of trials that ran their 2 epochs."""
     out = {}

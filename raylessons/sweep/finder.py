@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, RaylessonsError
 from ..recorder import plot_finder, suggest_lr
 from ..schedule import find_knee, suggest_slice, trim_finder_curve
 from ..tasks import get_task
@@ -116,6 +116,19 @@ def _unfrozen(task_name: str, task_config: dict, out: str, threads: int, seed: i
     return {"lrs": lrs, "losses": losses, **sug.to_dict(), "png": str(png)}
 
 
+def _result(ref):
+    """`ray.get` of a finder's task; a raylessons error raised in it (a ConfigError: too short a curve) comes out
+    as itself, its message alone, not inside Ray's wrapper with the task's traceback."""
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as e:
+        if isinstance(e.cause, RaylessonsError):
+            raise e.cause from None
+        raise
+
+
 def run_finders(task_name: str, task_config: dict, out: Path, *, cpus: float = 1, gpus: float = 0,
                 warmup_epochs: int = 1, divisor: float = 5.0, seed: int = 0,
                 clamp: tuple[float, float] = (1e-4, 1e-1), num_it: int = 100) -> dict:
@@ -138,9 +151,9 @@ def run_finders(task_name: str, task_config: dict, out: Path, *, cpus: float = 1
     threads = max(1, int(cpus))
     opts = {"num_cpus": cpus, "num_gpus": gpus}
     t0 = time.perf_counter()
-    frozen = ray.get(ray.remote(_frozen).options(**opts).remote(task_name, task_config, str(out), threads, seed,
+    frozen = _result(ray.remote(_frozen).options(**opts).remote(task_name, task_config, str(out), threads, seed,
                                                                 tuple(clamp), num_it))
-    unfrozen = ray.get(ray.remote(_unfrozen).options(**opts).remote(
+    unfrozen = _result(ray.remote(_unfrozen).options(**opts).remote(
         task_name, task_config, str(out), threads, seed, frozen["guide"], warmup_epochs, divisor, num_it))
     found = {"key": key, "frozen": frozen, "unfrozen": unfrozen, "wall_s": time.perf_counter() - t0}
     saved.write_text(json.dumps(found, indent=1))
