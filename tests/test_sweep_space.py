@@ -322,7 +322,7 @@ def test_the_default_grace_period_waits_until_every_plan_anneals():
     assert grace("planet") == 5        # two_stage at 0.25, 0.5 of 6: [2, 4] -> 2 + 2, [3, 3] -> 3 + 2; all: 3
     assert grace("planet", epochs=12) == 9  # [3, 9] -> 3 + 5, [6, 6] -> 6 + 3
     assert grace("camvid") == 5        # 0.45 of 6: [3, 3]
-    assert grace("head_pose") == 5     # head alone: 3; two_stage at 0.5, 0.75: [3, 3] -> 5, [4, 2] -> 5
+    assert grace("head_pose") == 3     # head alone, all: 3 (one stage of 6)
     assert grace("imdb_clas", epochs=5) == 4  # gradual [1, 1, 1, 2] -> 3 + 1; two_stage [1, 4] -> 3; all: 3
     assert grace("planet", schedules=["all"], lesson_first=False) == 3
     assert grace("planet", schedules=["head"], epochs=1, lesson_first=False) == 1
