@@ -96,5 +96,5 @@ TASK = Task("head_pose", Config, build_source, build_data, build_learner,
             # two_stage (3 epochs each, upper <= 1.2e-2) never came near (0.08-0.24): it is left out
             sweep_preset={"schedules": ["head", "all"], "ratios": [1.0, 10.0],
                           "stage1_fracs": [0.5], "divisor": 1.0, "pct_start": None, "moms": None},
-            # (upper, ratio and stage1_frac do nothing in a one-stage plan)
+            # (the lesson's head-only plan uses stage1_lr alone; an "all" trial uses upper and ratio alone)
             lesson_trial={"stage1_lr": 2e-2, "upper": 4e-3, "ratio": 10.0, "schedule": "head", "stage1_frac": 0.5})
