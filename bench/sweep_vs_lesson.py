@@ -3,13 +3,14 @@ per trial, the sweep's best trial selected on the validation metric, then both m
 split that neither training nor selection saw (`test_pct`). Repeated over seeds, in one run.
 
 Run: python bench/sweep_vs_lesson.py [--tasks planet,camvid,head_pose,imdb_clas] [--seeds 0,1] [--trials 5]
-                                     [--fifo-seeds 1] [--out DIR]
+                                     [--search qmc] [--fifo-seeds 1] [--out DIR]
 
 - lesson: the task's `lesson` plan at one image size (the stages before its first resize), its epochs scaled to
   the budget, its rates as the notebook has them; run in this process by the same worker code as a trial
   (`fit_plan` with num_workers=0), seeded like the sweep.
-- sweep: `run_sweep` with the task's preset space (the LR finders, then `--trials` trials under ASHA), the same
-  data, seed and epoch budget; its `best_export` is the model selected on validation.
+- sweep: `run_sweep` with the task's preset space (the LR finders, then `--trials` trials under ASHA, drawn as
+  `--search` says: by default `qmc`, a scrambled Sobol sequence), the same data, seed and epoch budget; its
+  `best_export` is the model selected on validation.
 - compute: epochs trained, counting each LR finder's batches as a share of an epoch and the unfrozen finder's
   warm-up epoch; sweep compute / lesson compute.
 - ASHA / full sweep: for the first `--fifo-seeds` seeds the same trials (same finders, same sampled configs) also
@@ -100,7 +101,8 @@ def run_one_sweep(name: str, options: dict, budget: int, seed: int, args, root: 
     from raylessons.sweep.finder import FINDERS_FILE
 
     cfg = SweepConfig(task=name, task_config=options, trials=args.trials, max_concurrent=args.max_concurrent,
-                      scheduler=scheduler, epochs=budget, reduction_factor=args.reduction_factor, seed=seed,
+                      scheduler=scheduler, search=args.search, epochs=budget,
+                      reduction_factor=args.reduction_factor, seed=seed,
                       finder_iters=args.finder_iters or SETUPS[name]["finder_iters"],
                       storage_path=str(root / "sweeps"), verbose=0)
     exp = root / "sweeps" / experiment_name(cfg)
@@ -138,6 +140,9 @@ def main(argv=None) -> int:
     # 5: each trial costs close to the whole budget (ASHA's first cut waits until every plan anneals), and the
     # finders about one more, so 5 trials stay within the target of 6x the lesson plan's compute
     ap.add_argument("--trials", type=int, default=5, help="trials per sweep, the lesson's own plan first")
+    # 4 drawn trials: a Sobol sequence takes one rate from each quarter of each band, where random draws can all
+    # land in one decade (run 9 of the closing notes: seed 3's IMDB and head pose draws all fell below the good rates)
+    ap.add_argument("--search", default="qmc", choices=("random", "optuna", "qmc"), help="how trials are drawn")
     ap.add_argument("--reduction-factor", type=int, default=3, help="ASHA: keep the top 1/rf at each rung")
     ap.add_argument("--max-concurrent", type=int, default=2)
     ap.add_argument("--finder-iters", type=int, default=None,

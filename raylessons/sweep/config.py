@@ -17,7 +17,10 @@ from .space import build_space, plan_from_config, schedule_groups, split_epochs
 __all__ = ["PRESET_FIELDS", "SCHEDULERS", "SEARCHERS", "SWEEP_TASKS", "SweepConfig", "check_sweep", "experiment_name"]
 
 SCHEDULERS = ("asha", "fifo")
-SEARCHERS = ("random", "optuna")  # Tune's random sampling of the space, or Optuna's TPE (pip install optuna)
+# Tune's random sampling of the space; Optuna's TPE; or Optuna's scrambled Sobol sequence, which spreads a few draws
+# evenly over every dimension of the space (pip install 'raylessons[optuna]')
+SEARCHERS = ("random", "optuna", "qmc")
+OPTUNA_SEARCHERS = ("optuna", "qmc")
 MIN_FINDER_ITERS = 20  # suggest_lr trims 10 + 5 points of the finder's curve and needs a few left
 SWEEP_TASKS = tuple(name for name, task in TASKS.items() if task.sweep)
 # the search space's fields a task's `sweep_preset` fills where the caller gave None; then these defaults
@@ -61,8 +64,9 @@ class SweepConfig:
     scheduler: str = field(default="asha", metadata={"help": "asha stops weak trials early; fifo runs all",
                                                      "choices": SCHEDULERS})
     search: str = field(default="random", metadata={
-        "help": "how trials are drawn: random (Tune's sampling) or optuna (Optuna's TPE learns from finished "
-                "trials; pip install 'raylessons[optuna]')", "choices": SEARCHERS})
+        "help": "how trials are drawn: random (Tune's sampling), optuna (Optuna's TPE learns from finished "
+                "trials) or qmc (a scrambled Sobol sequence: a few draws cover every rate band and choice evenly); "
+                "optuna and qmc: pip install 'raylessons[optuna]'", "choices": SEARCHERS})
     epochs: int = field(default=4, metadata={"help": "epoch budget of every trial (ASHA's max_t)"})
     grace_period: int | None = field(default=None, metadata={
         "help": "ASHA: epochs before the first cut", "default_text": "once every plan is past the middle of its last "
@@ -152,16 +156,20 @@ def experiment_name(cfg: SweepConfig) -> str:
 
 
 def _check_optuna(cfg: SweepConfig) -> None:
-    """Optuna is installed and every choice of the space is a plain value (its categorical choices must be)."""
+    """Optuna (and for qmc, SciPy's Sobol sequence) is installed and every choice of the space is a plain value
+    (Optuna's categorical choices must be)."""
     try:
         import optuna  # noqa: F401
-    except ImportError:
-        raise ConfigError("search='optuna' needs the optuna package: pip install 'raylessons[optuna]'") from None
+        if cfg.search == "qmc":
+            import scipy.stats.qmc  # noqa: F401
+    except ImportError as e:
+        raise ConfigError(f"search={cfg.search!r} needs the {(e.name or 'optuna').split('.')[0]} package: "
+                          "pip install 'raylessons[optuna]'") from None
     for name in ("schedules", "moms"):
         values = getattr(cfg, name) or []
         if len(values) > 1 and any(isinstance(v, (list, tuple)) for v in values):
-            raise ConfigError(f"search='optuna' takes named {name} only (Optuna's choices are plain values), got "
-                              f"{getattr(cfg, name)}; use search='random' for lists")
+            raise ConfigError(f"search={cfg.search!r} takes named {name} only (Optuna's choices are plain values), "
+                              f"got {getattr(cfg, name)}; use search='random' for lists")
 
 
 def check_sweep(cfg: SweepConfig) -> tuple[str, str]:
@@ -171,7 +179,7 @@ def check_sweep(cfg: SweepConfig) -> tuple[str, str]:
         raise ConfigError(f"unknown scheduler {cfg.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
     if cfg.search not in SEARCHERS:
         raise ConfigError(f"unknown search {cfg.search!r}; choose one of {', '.join(SEARCHERS)}")
-    if cfg.search == "optuna":
+    if cfg.search in OPTUNA_SEARCHERS:
         _check_optuna(cfg)
     for name in ("trials", "max_concurrent", "epochs", "grace_period", "workers_per_trial", "finder_iters"):
         if int(getattr(cfg, name)) < 1:

@@ -9,7 +9,8 @@
 2. The two LR finders run as Ray tasks (`finder.run_finders`); their PNGs and curves are stored in the
    experiment directory.
 3. A `Tuner` runs the trials (`trial.sweep_trial`): the lesson's own plan first (`lesson_first`), then explicit
-   `configs`, then trials drawn from the space (at random, or by Optuna's TPE with `search="optuna"`). Each turns
+   `configs`, then trials drawn from the space (at random; by Optuna's TPE with `search="optuna"`; or from a
+   scrambled Sobol sequence with `search="qmc"`, so that a few draws cover each band and choice evenly). Each turns
    its config into a plan (`space.plan_from_config`, written as `plan.json` in the trial directory) and runs it,
    reporting the task metric every epoch, in the trial itself (1 worker) or on a TorchTrainer with
    `workers_per_trial` DDP workers. ASHA (or FIFO) decides; ASHA's first cut waits until every plan anneals
@@ -37,7 +38,7 @@ from .. import storage
 from ..cluster import init_ray
 from ..errors import ConfigError
 from ..tasks import get_task
-from .config import SweepConfig, check_sweep, experiment_name
+from .config import OPTUNA_SEARCHERS, SweepConfig, check_sweep, experiment_name
 from .finder import FINDERS_FILE, run_finders
 from .report import summarise
 from .space import build_space, check_schedule, plan_from_config
@@ -161,7 +162,7 @@ def first_trials(cfg: SweepConfig, space: dict) -> list[dict]:
     explicit `configs`. Optuna takes only the keys it searches (the space's constants apply anyway)."""
     points = [dict(get_task(cfg.task).lesson_trial)] if cfg.lesson_first and get_task(cfg.task).lesson_trial else []
     points += [dict(p) for p in cfg.configs or []]
-    if cfg.search == "optuna":
+    if cfg.search in OPTUNA_SEARCHERS:
         from ray.tune.search.sample import Domain
 
         points = [{k: v for k, v in p.items() if isinstance(space.get(k), Domain)} for p in points]
@@ -191,15 +192,28 @@ def _tuner(cfg: SweepConfig, trainable, space: dict, name: str, root: Path | str
 
 
 def _searcher(cfg: SweepConfig, points: list[dict]):
-    """Tune's random sampling (seeded), or Optuna's TPE seeded the same way; either caps the trials in flight and
-    runs `points` first."""
+    """Tune's random sampling (seeded); Optuna's TPE seeded the same way; or Optuna's QMCSampler on a scrambled
+    Sobol sequence (seeded): its first 2^k draws fall one in each 2^-k of every dimension, so 4 draws take a rate
+    from each quarter of each band and each of two choices twice, where 4 random draws can all land in one
+    corner. Each caps the trials in flight and runs `points` first."""
     points = points or None
-    if cfg.search == "optuna":
+    if cfg.search in OPTUNA_SEARCHERS:
         from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
 
-        return ConcurrencyLimiter(OptunaSearch(points_to_evaluate=points, seed=cfg.seed),
-                                  max_concurrent=cfg.max_concurrent)
+        if cfg.search == "qmc":
+            import warnings
+
+            import optuna
+
+            with warnings.catch_warnings():  # "QMCSampler is experimental": it has been since Optuna 3.0
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                sampler = optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=cfg.seed,
+                                                     warn_independent_sampling=False)
+            searcher = OptunaSearch(points_to_evaluate=points, sampler=sampler)
+        else:
+            searcher = OptunaSearch(points_to_evaluate=points, seed=cfg.seed)
+        return ConcurrencyLimiter(searcher, max_concurrent=cfg.max_concurrent)
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     return BasicVariantGenerator(points_to_evaluate=points, random_state=cfg.seed, max_concurrent=cfg.max_concurrent)
