@@ -50,7 +50,7 @@ def _trial_records(exp: Path) -> dict[str, tuple[list, list]]:
 def test_each_tasks_preset_runs_a_two_trial_sweep(task, ray_session, options, tmp_path):
     """`raylessons sweep --task T` with T's preset space: the finders, then 2 trials that run their whole plans:
     the lesson's own plan, then a trial drawn from the preset's schedules with rates in the bands around the
-    finders' guides (head pose: drawn by Optuna's TPE)."""
+    finders' guides (head pose: drawn by Optuna's TPE; CamVid: from Optuna's Sobol sequence, `search="qmc"`)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from raylessons.sweep import SweepConfig, run_sweep
@@ -60,7 +60,7 @@ def test_each_tasks_preset_runs_a_two_trial_sweep(task, ray_session, options, tm
     t = get_task(task)
     preset = t.sweep_preset
     cfg = SweepConfig(task=task, task_config=options[task], trials=2, max_concurrent=2, scheduler="fifo",
-                      search="optuna" if task == "head_pose" else "random",
+                      search={"head_pose": "optuna", "camvid": "qmc"}.get(task, "random"),
                       epochs=EPOCHS[task], finder_iters=20, storage_path=str(tmp_path), verbose=0)
     assert {name: getattr(cfg, name) for name in preset} == dict(preset)
     result = run_sweep(cfg)

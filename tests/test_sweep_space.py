@@ -226,11 +226,14 @@ def test_sweep_options_fail_before_ray(tmp_path):
         check_sweep(SweepConfig(**base, configs=[]))
     with pytest.raises(ConfigError, match="lacks"):
         check_sweep(SweepConfig(**base, configs=[{"stage1_lr": 1e-2}]))
-    with pytest.raises(ConfigError, match="unknown search 'grid'; choose one of random, optuna"):
+    with pytest.raises(ConfigError, match="unknown search 'grid'; choose one of random, optuna, qmc"):
         check_sweep(SweepConfig(**base, search="grid"))
     with pytest.raises(ConfigError, match=r"search='optuna' takes named schedules only .* use search='random'"):
         check_sweep(SweepConfig(**base, search="optuna", schedules=["two_stage", [-2, "all"]]))
+    with pytest.raises(ConfigError, match=r"search='qmc' takes named schedules only .* use search='random'"):
+        check_sweep(SweepConfig(**base, search="qmc", schedules=["two_stage", [-2, "all"]]))
     assert check_sweep(SweepConfig(**base, search="optuna")) == ("fbeta", "max")
+    assert check_sweep(SweepConfig(**base, search="qmc")) == ("fbeta", "max")
     assert check_sweep(SweepConfig(**base)) == ("fbeta", "max")
     # the name is a function of the options: same options, same experiment (restore); others, another
     assert experiment_name(SweepConfig(**base)) == experiment_name(SweepConfig(**base, storage_path="/elsewhere"))
@@ -329,3 +332,60 @@ def test_the_default_grace_period_waits_until_every_plan_anneals():
     # the lesson's own plan counts even when its schedule is not searched (planet's lesson: [3, 3])
     assert grace("planet", schedules=["all"]) == 5
     assert grace("planet", grace_period=2) == 2
+
+
+def _drawn(search: str, task: str, seed: int, n: int) -> list[dict]:
+    """The configs a sweep's searcher hands Tune for `task`'s preset space (guides 1e-2 and 2e-3), `n` trials with
+    the lesson's first, each reported finished before the next is asked for."""
+    from raylessons.sweep.config import SweepConfig
+    from raylessons.sweep.run import _searcher, first_trials
+    from raylessons.tasks import get_task
+
+    cfg = SweepConfig(task=task, trials=n, seed=seed, search=search)
+    space = build_space(1e-2, 2e-3, band=cfg.band, ratios=cfg.ratios, schedules=cfg.schedules,
+                        stage1_fracs=cfg.stage1_fracs, lesson=get_task(task).lesson_trial)
+    searcher = _searcher(cfg, first_trials(cfg, space))
+    searcher.set_search_properties("accuracy", "max", space)
+    out = []
+    for i in range(n):
+        out.append(searcher.suggest(f"t{i}"))
+        searcher.on_trial_complete(f"t{i}", {"accuracy": 0.5})
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_qmc_spreads_four_draws_over_every_band_and_choice(seed):
+    """search='qmc': after the lesson's plan, 4 draws from a scrambled Sobol sequence take one rate from each
+    quarter of each (log) band and each of the preset's two ratios twice, for any seed; the same seed draws the
+    same trials (a FIFO rerun of an ASHA sweep runs the same configs)."""
+    from raylessons.tasks import get_task
+
+    lesson = get_task("head_pose").lesson_trial
+    configs = _drawn("qmc", "head_pose", seed, 5)
+    assert set(configs[0]) == {"stage1_lr", "upper", "ratio", "schedule"}  # what is searched (the rest: constants)
+    assert configs[0] == {k: lesson[k] for k in configs[0]}
+    drawn = configs[1:]
+    space = build_space(1e-2, 2e-3, lesson=lesson)
+    for name in ("stage1_lr", "upper"):
+        lo, hi = math.log(space[name].lower), math.log(space[name].upper)
+        quarters = sorted(int(4 * (math.log(c[name]) - lo) / (hi - lo)) for c in drawn)
+        assert quarters == [0, 1, 2, 3], (name, [c[name] for c in drawn])
+    assert sorted(c["ratio"] for c in drawn) == [1.0, 1.0, 10.0, 10.0]
+    assert sorted(c["schedule"] for c in drawn) == ["all", "all", "head", "head"]
+    assert _drawn("qmc", "head_pose", seed, 5) == configs
+
+
+def test_random_draws_can_miss_a_quarter_of_a_band():
+    """What qmc is for: over the same 6 seeds, Tune's random sampling (here Optuna's own random sampler on the same
+    space, seeded) leaves a quarter of the upper band without a draw in some sweep."""
+    import optuna
+
+    lo, hi = math.log(2e-3 / 3), math.log(2e-3 * 3)
+    missed = 0
+    for seed in range(6):
+        rng = optuna.samplers.RandomSampler(seed=seed)
+        study = optuna.create_study(sampler=rng, direction="maximize")
+        uppers = [study.ask({"upper": optuna.distributions.FloatDistribution(2e-3 / 3, 2e-3 * 3, log=True)})
+                  .params["upper"] for _ in range(4)]
+        missed += len({int(4 * (math.log(u) - lo) / (hi - lo)) for u in uppers}) < 4
+    assert missed >= 3
