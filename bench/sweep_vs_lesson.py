@@ -134,6 +134,8 @@ def spread(values: list[float]) -> float:
 
 
 def main(argv=None) -> int:
+    from raylessons.sweep.config import SEARCHERS
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", default=",".join(SETUPS), help="comma-separated tasks")
     ap.add_argument("--seeds", default="0,1", help="comma-separated seeds (>= 2 for a spread)")
@@ -142,7 +144,7 @@ def main(argv=None) -> int:
     ap.add_argument("--trials", type=int, default=5, help="trials per sweep, the lesson's own plan first")
     # 4 drawn trials: a Sobol sequence takes one rate from each quarter of each band, where random draws can all
     # land in one decade (run 9 of the closing notes: seed 3's IMDB and head pose draws all fell below the good rates)
-    ap.add_argument("--search", default="qmc", choices=("random", "optuna", "qmc"), help="how trials are drawn")
+    ap.add_argument("--search", default="qmc", choices=SEARCHERS, help="how trials are drawn")
     ap.add_argument("--reduction-factor", type=int, default=3, help="ASHA: keep the top 1/rf at each rung")
     ap.add_argument("--max-concurrent", type=int, default=2)
     ap.add_argument("--finder-iters", type=int, default=None,

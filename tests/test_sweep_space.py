@@ -334,9 +334,9 @@ def test_the_default_grace_period_waits_until_every_plan_anneals():
     assert grace("planet", grace_period=2) == 2
 
 
-def _drawn(search: str, task: str, seed: int, n: int) -> list[dict]:
+def _drawn(search: str, task: str, seed: int, n: int) -> tuple[list[dict], dict]:
     """The configs a sweep's searcher hands Tune for `task`'s preset space (guides 1e-2 and 2e-3), `n` trials with
-    the lesson's first, each reported finished before the next is asked for."""
+    the lesson's first, each reported finished before the next is asked for; and that space."""
     from raylessons.sweep.config import SweepConfig
     from raylessons.sweep.run import _searcher, first_trials
     from raylessons.tasks import get_task
@@ -350,7 +350,13 @@ def _drawn(search: str, task: str, seed: int, n: int) -> list[dict]:
     for i in range(n):
         out.append(searcher.suggest(f"t{i}"))
         searcher.on_trial_complete(f"t{i}", {"accuracy": 0.5})
-    return out
+    return out, space
+
+
+def _quarters(configs: list[dict], space: dict, name: str) -> list[int]:
+    """Which quarter of `name`'s (log) band each config's value lies in, sorted."""
+    lo, hi = math.log(space[name].lower), math.log(space[name].upper)
+    return sorted(int(4 * (math.log(c[name]) - lo) / (hi - lo)) for c in configs)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -361,31 +367,34 @@ def test_qmc_spreads_four_draws_over_every_band_and_choice(seed):
     from raylessons.tasks import get_task
 
     lesson = get_task("head_pose").lesson_trial
-    configs = _drawn("qmc", "head_pose", seed, 5)
+    configs, space = _drawn("qmc", "head_pose", seed, 5)
     assert set(configs[0]) == {"stage1_lr", "upper", "ratio", "schedule"}  # what is searched (the rest: constants)
     assert configs[0] == {k: lesson[k] for k in configs[0]}
     drawn = configs[1:]
-    space = build_space(1e-2, 2e-3, lesson=lesson)
     for name in ("stage1_lr", "upper"):
-        lo, hi = math.log(space[name].lower), math.log(space[name].upper)
-        quarters = sorted(int(4 * (math.log(c[name]) - lo) / (hi - lo)) for c in drawn)
-        assert quarters == [0, 1, 2, 3], (name, [c[name] for c in drawn])
+        assert _quarters(drawn, space, name) == [0, 1, 2, 3], (name, [c[name] for c in drawn])
     assert sorted(c["ratio"] for c in drawn) == [1.0, 1.0, 10.0, 10.0]
     assert sorted(c["schedule"] for c in drawn) == ["all", "all", "head", "head"]
-    assert _drawn("qmc", "head_pose", seed, 5) == configs
+    assert _drawn("qmc", "head_pose", seed, 5)[0] == configs
 
 
-def test_random_draws_can_miss_a_quarter_of_a_band():
-    """What qmc is for: over the same 6 seeds, Tune's random sampling (here Optuna's own random sampler on the same
-    space, seeded) leaves a quarter of the upper band without a draw in some sweep."""
-    import optuna
-
-    lo, hi = math.log(2e-3 / 3), math.log(2e-3 * 3)
+def test_tpes_first_draws_can_miss_a_quarter_of_a_band():
+    """What qmc is for: over the same 6 seeds, search='optuna' (TPE, whose first draws are random) leaves a quarter
+    of the upper band without a draw in most of the sweeps."""
     missed = 0
     for seed in range(6):
-        rng = optuna.samplers.RandomSampler(seed=seed)
-        study = optuna.create_study(sampler=rng, direction="maximize")
-        uppers = [study.ask({"upper": optuna.distributions.FloatDistribution(2e-3 / 3, 2e-3 * 3, log=True)})
-                  .params["upper"] for _ in range(4)]
-        missed += len({int(4 * (math.log(u) - lo) / (hi - lo)) for u in uppers}) < 4
+        configs, space = _drawn("optuna", "head_pose", seed, 5)
+        missed += _quarters(configs[1:], space, "upper") != [0, 1, 2, 3]
     assert missed >= 3
+
+
+def test_qmc_without_scipy_is_a_clear_error(monkeypatch, tmp_path):
+    """search='qmc' needs SciPy's Sobol sequence: without it, a ConfigError naming the package, before Ray starts."""
+    import sys
+
+    from raylessons.sweep.config import SweepConfig, check_sweep
+
+    monkeypatch.setitem(sys.modules, "scipy.stats.qmc", None)  # `import scipy.stats.qmc` now fails
+    with pytest.raises(ConfigError, match=r"search='qmc' needs the scipy package: pip install 'raylessons\[optuna\]'"):
+        check_sweep(SweepConfig(task="planet", task_config={"data": str(tmp_path)}, search="qmc"))
+    assert check_sweep(SweepConfig(task="planet", task_config={"data": str(tmp_path)}, search="optuna"))
