@@ -362,8 +362,9 @@ def _quarters(configs: list[dict], space: dict, name: str) -> list[int]:
 @pytest.mark.parametrize("seed", range(6))
 def test_qmc_spreads_four_draws_over_every_band_and_choice(seed):
     """search='qmc': after the lesson's plan, 4 draws from a scrambled Sobol sequence take one rate from each
-    quarter of each (log) band and each of the preset's two ratios twice, for any seed; the same seed draws the
-    same trials (a FIFO rerun of an ASHA sweep runs the same configs)."""
+    quarter of each (log) band and each of the preset's two ratios twice, each ratio once with a high and once with
+    a low top rate, for any seed; the same seed draws the same trials (a FIFO rerun of an ASHA sweep runs the same
+    configs)."""
     from raylessons.tasks import get_task
 
     lesson = get_task("head_pose").lesson_trial
@@ -375,6 +376,10 @@ def test_qmc_spreads_four_draws_over_every_band_and_choice(seed):
         assert _quarters(drawn, space, name) == [0, 1, 2, 3], (name, [c[name] for c in drawn])
     assert sorted(c["ratio"] for c in drawn) == [1.0, 1.0, 10.0, 10.0]
     assert sorted(c["schedule"] for c in drawn) == ["all", "all", "head", "head"]
+    # the unfrozen slice jointly: each ratio once with a top rate in the band's upper half and once in its lower
+    mid = math.sqrt(space["upper"].lower * space["upper"].upper)
+    assert sorted((c["ratio"], c["upper"] > mid) for c in drawn) == [(1.0, False), (1.0, True), (10.0, False),
+                                                                     (10.0, True)]
     assert _drawn("qmc", "head_pose", seed, 5)[0] == configs
 
 

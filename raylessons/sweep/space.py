@@ -141,10 +141,11 @@ def build_space(frozen_lr: float, upper: float, *, band: float = 3.0, ratios: Se
     if any(not r >= 1 for r in ratios):
         raise ConfigError(f"every ratio (upper / lower) must be >= 1, got {list(ratios)}")
     lesson = lesson or {}
-    space = {"stage1_lr": _band(frozen_lr, band, "frozen (stage-1)", lesson.get("stage1_lr")),
-             "upper": _band(upper, band, "unfrozen", lesson.get("upper")),
-             "ratio": _choice(ratios, "ratio"), "schedule": _choice(schedules, "schedule"),
-             "stage1_frac": _choice(stage1_fracs, "stage1_frac")}
+    # the unfrozen slice's two numbers first: search='qmc' (a Sobol sequence) balances its first two dimensions
+    # jointly, so 4 draws put each ratio with a high and with a low top rate, where a good slice needs both right
+    space = {"upper": _band(upper, band, "unfrozen", lesson.get("upper")), "ratio": _choice(ratios, "ratio"),
+             "stage1_lr": _band(frozen_lr, band, "frozen (stage-1)", lesson.get("stage1_lr")),
+             "schedule": _choice(schedules, "schedule"), "stage1_frac": _choice(stage1_fracs, "stage1_frac")}
     for s in schedules:
         schedule_groups(s)
     if pct_start is not None:
