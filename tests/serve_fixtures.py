@@ -94,13 +94,19 @@ class SharedServe:
         self.url: str | None = None
         self.starts = 0
         self._owns_ray = False
+        self._port = free_port()
 
     def ray(self):
-        """The Ray session, started (2 CPUs, quiet) unless one is running."""
+        """The Ray session, started (2 CPUs, quiet) unless one is running; the app's Ingress will answer HTTP
+        itself (Serve's direct ingress), as in `raylessons serve`."""
         import ray
 
+        from raylessons.serving.local import init_ray_direct
+
         if not ray.is_initialized():
-            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+            self._port = free_port()
+            # a second port for the timeout test's second application (its Ingress answers there and via the proxy)
+            init_ray_direct(self._port, ports=2, num_cpus=2, dashboard=False)
             self._owns_ray = True
         return ray
 
@@ -111,7 +117,7 @@ class SharedServe:
 
             self.ray()
             # 0.3 CPU per model: room is left for a second planet replica and the timeout test's extra application
-            self.url = start(exports, port=free_port(), max_body_bytes=MAX_BODY, batch_wait_timeout_s=0.05,
+            self.url = start(exports, port=self._port, max_body_bytes=MAX_BODY, batch_wait_timeout_s=0.05,
                              replica_cpus=0.3)
             self.starts += 1
         return self.url

@@ -90,3 +90,17 @@ def test_old_import_paths_still_work():
     assert serving.build_app is app.build_app and serving.ROUTES is ROUTES
     assert serving.AppArgs is app.AppArgs is AppArgs  # serve/app.py takes AppArgs from raylessons.serving.app
     assert app.__all__ == ["build_app"]
+
+
+def test_direct_ingress_runs_one_ingress_replica(planet_export):
+    """`raylessons serve` gives the Ingress one port (direct ingress): asking for more Ingress replicas is a clear
+    error before Ray starts, and the environment pins Serve's direct-ingress port range to that one port."""
+    from raylessons.serving import local
+
+    exports = {"planet": str(planet_export[0])}
+    for options in ({"num_replicas": 2}, {"autoscaling_config": {"min_replicas": 1, "max_replicas": 3}}):
+        with pytest.raises(ConfigError, match="one replica"):
+            local.start(exports, deployments={"Ingress": options})
+    env = local.direct_ingress_env(8123)
+    assert (env["RAY_SERVE_ENABLE_DIRECT_INGRESS"], env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"],
+            env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"]) == ("1", "8123", "8124")

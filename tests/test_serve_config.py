@@ -31,16 +31,34 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-@pytest.fixture(scope="module")
-def served_config(tmp_path_factory, planet_export, spatial_exports, sentiment_export):
+# serve/README.md's `serve run` with Serve's direct ingress: the Ingress answers at 8001 itself, the proxy at 8000
+DIRECT_PORT = 8001
+DIRECT_ENV = {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(DIRECT_PORT),
+              "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(DIRECT_PORT + 1), "RAY_SERVE_PORT_QUARANTINE_S": "0",
+              "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0"}
+
+
+def _listener(port: int) -> str:
+    """The command line of the process listening on `port` (loopback checked)."""
+    from raylessons.testing.faults import is_loopback, listening_sockets
+
+    (owner,) = {(addr, pid) for addr, lport, pid in listening_sockets() if lport == port}
+    assert is_loopback(owner[0]), owner
+    return Path(f"/proc/{owner[1]}/cmdline").read_bytes().split(b"\0")[0].decode()
+
+
+@pytest.fixture(scope="module", params=["proxy", "direct"])
+def served_config(request, tmp_path_factory, planet_export, spatial_exports, sentiment_export):
     """The URL of `serve run serve/config.yaml`, with HOME a temporary directory holding an export of every task
-    where the config looks for it."""
+    where the config looks for it: as is (Serve's proxy at the config's port), and with serve/README.md's
+    direct-ingress variables (the Ingress answers at DIRECT_PORT itself, the proxy still at the config's port)."""
     config = yaml.safe_load(CONFIG.read_text())
     (app,) = config["applications"]
     host, port = config["http_options"]["host"], config["http_options"]["port"]
     assert host == "127.0.0.1"
-    if not _port_free(host, port):
-        pytest.fail(f"port {port}, which serve/config.yaml serves on, is in use by another process")
+    for p in (port, DIRECT_PORT) if request.param == "direct" else (port,):
+        if not _port_free(host, p):
+            pytest.fail(f"port {p}, which `serve run serve/config.yaml` serves on here, is in use by another process")
     home = tmp_path_factory.mktemp("home")
     built = {"planet": planet_export[0], "camvid": spatial_exports["camvid"][0],
              "head_pose": spatial_exports["head_pose"][0], "sentiment": sentiment_export}
@@ -48,11 +66,13 @@ def served_config(tmp_path_factory, planet_export, spatial_exports, sentiment_ex
     for task, path in app["args"]["exports"].items():
         shutil.copytree(built[task], Path(path.replace("~", str(home), 1)))
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}  # a Ray of its own, not the tests'
+    if request.param == "direct":
+        env.update(DIRECT_ENV)
     log = (home / "serve-run.log").open("wb")
     serve_cli = Path(sys.executable).parent / "serve"  # the CLI of the Ray the tests run
     proc = subprocess.Popen([str(serve_cli), "run", "serve/config.yaml"], cwd=ROOT, env={**env, "HOME": str(home)},
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://{host}:{port}"
+    url = f"http://{host}:{DIRECT_PORT if request.param == 'direct' else port}"
     try:
         deadline = time.monotonic() + 300
         while True:
@@ -68,6 +88,10 @@ def served_config(tmp_path_factory, planet_export, spatial_exports, sentiment_ex
                 pytest.fail("serve run did not answer /healthz with 200 within 300 s:\n"
                             f"{(home / 'serve-run.log').read_text(errors='replace')[-4000:]}")
             time.sleep(1)
+        if request.param == "direct":
+            assert _listener(DIRECT_PORT).startswith("ray::ServeReplica:raylessons:Ingress")
+            assert httpx.get(f"http://{host}:{port}/healthz", timeout=30, trust_env=False).status_code == 200
+        assert _listener(port).startswith("ray::ProxyActor")
         yield url, home
     finally:
         proc.send_signal(signal.SIGINT)  # Ctrl-C: serve run shuts the application and its Ray down

@@ -9,6 +9,8 @@ import signal
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -21,8 +23,6 @@ pytestmark = pytest.mark.ray
 def _trickled_request(url: str, path: str, body: bytes, declared: int, wait_s: float) -> tuple[int, dict, float]:
     """POST the first bytes of `body` declaring `declared` bytes, then send nothing more: the status, JSON body
     and seconds until the server answered."""
-    from urllib.parse import urlsplit
-
     u = urlsplit(url)
     with socket.create_connection((u.hostname, u.port), timeout=wait_s) as sock:
         t0 = time.monotonic()
@@ -43,23 +43,31 @@ def test_request_timeout_answers_504_and_a_trickled_body_408_json(serve_url, pla
     from ray import serve
 
     from raylessons.serving.app import build_app
+    from raylessons.serving.local import proxy_url
 
     # a lone request waits batch_wait_timeout_s (2 s) for company: longer than the 0.3 s allowed
     app = build_app({"exports": {"planet": str(planet_export[0])}, "request_timeout_s": 0.3,
                      "batch_wait_timeout_s": 2.0, "replica_cpus": 0.01, "body_timeout_s": 1.5})
     serve.run(app, name="slow", route_prefix="/slow")
+    # its Ingress answers HTTP itself at the port after the app's (direct ingress), and through Serve's proxy
+    direct = f"http://127.0.0.1:{urlsplit(serve_url).port + 1}"
     try:
         image = planet_export[1][0].read_bytes()
-        with httpx.Client(base_url=serve_url, timeout=60, trust_env=False) as c:
-            r = c.post("/slow/planet", content=image, headers={"content-type": "image/jpeg"})
-            assert r.status_code == 504, r.text
-            assert r.json()["error"] == "timeout" and "request_timeout_s=0.3" in r.json()["detail"]
-            # a client that declares the whole image but sends only its first 100 bytes gets 408 after 1.5 s
-            status, body, waited = _trickled_request(serve_url, "/slow/planet", image[:100], len(image), wait_s=30)
-            assert status == 408, body
-            assert body["error"] == "body_timeout" and "body_timeout_s=1.5" in body["detail"]
-            assert 1.5 <= waited < 15
-            assert c.get("/slow/healthz").status_code == 200  # the app goes on answering
+        bases = (direct, proxy_url())
+        with httpx.Client(timeout=60, trust_env=False) as c, ThreadPoolExecutor(2) as pool:
+            # at once: both wait in the same batch window (a request arriving later could join the end of one)
+            answers = list(pool.map(lambda base: c.post(f"{base}/slow/planet", content=image,
+                                                        headers={"content-type": "image/jpeg"}), bases))
+            for base, r in zip(bases, answers):
+                assert r.status_code == 504, (base, r.text)
+                assert r.json()["error"] == "timeout" and "request_timeout_s=0.3" in r.json()["detail"]
+            for base in bases:
+                # a client that declares the whole image but sends only its first 100 bytes gets 408 after 1.5 s
+                status, body, waited = _trickled_request(base, "/slow/planet", image[:100], len(image), wait_s=30)
+                assert status == 408, (base, body)
+                assert body["error"] == "body_timeout" and "body_timeout_s=1.5" in body["detail"]
+                assert 1.5 <= waited < 15
+                assert c.get(f"{base}/slow/healthz").status_code == 200  # the app goes on answering
     finally:
         serve.delete("slow")
 
@@ -159,3 +167,29 @@ def test_healthz_reports_a_dead_model_until_serve_replaces_it(serve_url, sentime
         assert r.json() == {"status": "ok", "models": {t: "ok" for t in body["models"]}}
         assert pid not in serve_replicas("raylessons", "sentiment")
         assert c.post("/sentiment", json={"text": "A fine film."}).status_code == 200
+
+
+def test_a_killed_ingress_comes_back_at_the_same_port(serve_url, planet_export):
+    """The Ingress answers HTTP itself (direct ingress), at the app's one port: SIGKILLed, Serve starts another
+    Ingress replica, which binds that same port again (Serve frees a dead replica's port at once here), and every
+    route answers there again; until then a client gets a refused connection, not a wrong answer."""
+    from raylessons.testing.faults import listening_sockets
+
+    port = urlsplit(serve_url).port
+    (pid,) = serve_replicas("raylessons", "Ingress")
+    assert [p for _, lport, p in listening_sockets() if lport == port] == [pid]
+    sigkill(pid)
+    deadline, r = time.monotonic() + 120, None
+    with httpx.Client(base_url=serve_url, timeout=30, trust_env=False) as c:
+        while time.monotonic() < deadline:
+            try:
+                if (r := c.get("/healthz")).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        assert r is not None and r.status_code == 200, "the Ingress did not answer again within 120 s"
+        (new,) = serve_replicas("raylessons", "Ingress")
+        assert new != pid and [p for _, lport, p in listening_sockets() if lport == port] == [new]
+        assert c.post("/planet", content=planet_export[1][0].read_bytes(),
+                      headers={"content-type": "image/jpeg"}).status_code == 200

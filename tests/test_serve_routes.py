@@ -27,6 +27,22 @@ def test_raw_body_matches_local_predict(serve_client, planet_export, planet_pred
     assert_matches(answer, planet_predictor.predict(path))
 
 
+def test_serves_directly_and_through_serves_proxy_alike(serve_url, serve_client, planet_export):
+    """The app's URL is the Ingress replica's own HTTP server (direct ingress); Serve's proxy, at another port,
+    gives the same answers, one hop longer."""
+    from raylessons.serving.local import proxy_url
+
+    assert proxy_url() != serve_url
+    body = planet_export[1][0].read_bytes()
+    with httpx.Client(base_url=proxy_url(), timeout=60, trust_env=False) as via_proxy:
+        for client in (serve_client, via_proxy):
+            assert client.get("/healthz").json()["status"] == "ok"
+        direct, proxied = (post_image(c, body).json() for c in (serve_client, via_proxy))
+        assert direct["tags"] == proxied["tags"] and direct["probs"] == pytest.approx(proxied["probs"], abs=1e-6)
+        missing = [c.post("/nowhere", content=b"x") for c in (serve_client, via_proxy)]
+        assert [r.status_code for r in missing] == [404, 404] and missing[0].json() == missing[1].json()
+
+
 def test_png_and_octet_stream(serve_client, planet_predictor):
     img = Image.new("RGB", (50, 40), (120, 90, 30))
     buf = io.BytesIO()
@@ -254,11 +270,12 @@ def test_every_socket_the_app_opens_listens_on_loopback_only(serve_url, serve_cl
     gRPC servers Ray 2.60 itself binds to all interfaces with no setting to change it (token auth guards them):
     each Ray worker's core-worker port (at the port Ray's actor table gives that process) and, in a replica, one
     more, Serve's inter-deployment gRPC server (`[::]:0` in ray/serve/_private/replica.py). Anything else off
-    loopback fails: the HTTP port, a second extra port (a direct-ingress or HAProxy port), any 0.0.0.0 bind."""
+    loopback fails: the HTTP ports (the Ingress's own and the proxy's), a second extra port, any 0.0.0.0 bind."""
     from urllib.parse import urlsplit
 
     from ray._private import state
 
+    from raylessons.serving.local import proxy_url
     from raylessons.testing.faults import is_loopback, listening_sockets
 
     assert serve_client.get("/healthz").status_code == 200  # every replica up: each has opened what it opens
@@ -270,8 +287,14 @@ def test_every_socket_the_app_opens_listens_on_loopback_only(serve_url, serve_cl
     sockets = listening_sockets()
     mine = [(addr, port, pid) for addr, port, pid in sockets if pid in actors]
     assert {pid for _, _, pid in mine} == set(actors)  # every Serve process was read (its core port, at least)
-    http_port = urlsplit(serve_url).port
-    assert [addr for addr, port, _ in mine if port == http_port] == ["127.0.0.1"]  # the app's one HTTP port
+    http_port, proxy_port = urlsplit(serve_url).port, urlsplit(proxy_url()).port
+    # the app's HTTP port is the Ingress replica's own server (direct ingress, no proxy hop); Serve's proxy has
+    # another port, loopback as well
+    assert [(addr, actors[pid]["ActorClassName"]) for addr, port, pid in mine if port == http_port] == \
+        [("127.0.0.1", "ServeReplica:raylessons:Ingress")]
+    assert proxy_port != http_port
+    assert [(addr, actors[pid]["ActorClassName"]) for addr, port, pid in mine if port == proxy_port] == \
+        [("127.0.0.1", "ProxyActor")]
     for pid, actor in actors.items():
         exposed = sorted((addr, port) for addr, port, p in mine if p == pid and not is_loopback(addr))
         ray_grpc = [(addr, port) for addr, port in exposed if addr == "::"]

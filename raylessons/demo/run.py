@@ -5,7 +5,7 @@ import json
 import time
 from pathlib import Path
 
-from ..cluster import init_ray, redirect_output
+from ..cluster import redirect_output
 from ..report import Report
 from .common import heading
 from .http import query_camvid, query_head_pose, query_planet, query_sentiment
@@ -106,8 +106,10 @@ def run_demo(out: str | Path = "demo-out", n: int | None = None, port: int = 800
         times[key] = time.perf_counter() - t
         return results[key]
 
+    from ..serving.local import init_ray_direct
+
     t = time.perf_counter()
-    init_ray(verbose=verbose, log_dir=out)
+    init_ray_direct(port, verbose=verbose, log_dir=out)  # Serve's Ingress answers HTTP at `port` itself, later
     times["ray_init"] = time.perf_counter() - t
     try:
         planet = timed("planet", demo_planet, out, sizes["planet"], report, n)

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import math
+import os
 import signal
+import socket
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -12,7 +15,8 @@ from pydantic import ValidationError
 from ..cluster import init_ray, quiet_ray_logging, ray_verbose, redirect_output
 from ..errors import ConfigError
 
-__all__ = ["APP_NAME", "IMPORT_PATH", "start", "configure", "scale", "swap", "shutdown", "serve_forever"]
+__all__ = ["APP_NAME", "IMPORT_PATH", "direct_ingress_env", "direct_ingress", "init_ray_direct", "start",
+           "proxy_url", "configure", "scale", "swap", "shutdown", "serve_forever"]
 
 APP_NAME = "raylessons"
 IMPORT_PATH = "raylessons.serving.app:build_app"
@@ -22,8 +26,71 @@ IMPORT_PATH = "raylessons.serving.app:build_app"
 # warnings are still logged. serve/config.yaml says the same.
 LOGGING_CONFIG = {"enable_access_log": False}
 
+
+def direct_ingress_env(port: int, ports: int = 1) -> dict[str, str]:
+    """The environment of a Ray instance whose Serve ingress replica answers HTTP itself, at `port`.
+
+    Serve's direct ingress (read by Serve's processes when they start, so it is set before Ray starts): the
+    Ingress replica runs its own HTTP server and the client's request goes straight to it, without a hop through
+    Serve's proxy actor (on 2 cores: 4-16 ms sooner at concurrency 1 and 1.07-1.32x the requests per second at 32,
+    `bench/serve_load.py`'s proxy point, four runs). Serve's proxy still runs, on a port of its own, and still
+    answers every route the slower way.
+
+    Serve gives ingress replicas the lowest free port of [port, port + ports): the application deployed first
+    gets `port`; one Ingress replica per node. A port a stopped replica held is free again at once (Serve's
+    default keeps it 150 s for HAProxy, so a restarted Ingress would wait that long), and a stopping Ingress
+    waits for the requests it holds, not an extra 30 s for load balancers.
+    """
+    return {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + ports),  # Serve's range excludes its end
+            "RAY_SERVE_PORT_QUARANTINE_S": "0", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0"}
+
+
+@contextmanager
+def direct_ingress(port: int, ports: int = 1):
+    """Meanwhile, `direct_ingress_env(port, ports)` is in os.environ: a Ray started meanwhile in this process passes
+    it to all its processes (`with direct_ingress(8000): ray.init(...)`)."""
+    env = direct_ingress_env(port, ports)
+    before = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def init_ray_direct(port: int, ports: int = 1, **kwargs) -> bool:
+    """`cluster.init_ray(**kwargs)`; a private instance it starts gets `direct_ingress_env(port, ports)`, so that an
+    application `start`ed on it later at `port` is answered by its Ingress replica directly. (Attaching to a
+    running Ray changes nothing there.) Whether this call started Ray."""
+    with direct_ingress(port, ports):
+        return init_ray(**kwargs)
+
+
+def _ray_env(keys) -> dict[str, str | None]:
+    """`keys` of the environment Ray's worker processes get (set when the cluster started), from a tiny task."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def read(names):
+        return {k: os.environ.get(k) for k in names}
+
+    return ray.get(read.remote(list(keys)), timeout=120)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 _owns_ray = False  # shutdown() stops Ray only if start() started it
-_started: dict = {}  # what start() deployed: args (the app's arguments), user_configs (per task), url, host, port
+# what start() deployed: args (the app's arguments), user_configs (per task), url, host, port (Serve's proxy's)
+_started: dict = {}
 
 
 def start(exports: dict[str, str], host: str = "127.0.0.1", port: int = 8000, timeout_s: float = 180,
@@ -44,19 +111,28 @@ def start(exports: dict[str, str], host: str = "127.0.0.1", port: int = 8000, ti
     from .app import build_app
 
     build_app({"exports": exports, **options})  # bad exports fail here, before Ray starts
+    _check_one_ingress(deployments or {})
     # attach to RAY_ADDRESS, else a private instance ("local": never a stale cluster file of an earlier `ray start`)
-    if init_ray(verbose=verbose, log_dir=log_dir, dashboard=False):
+    # whose Ingress replica answers at `port` itself (direct_ingress_env)
+    if init_ray_direct(port, verbose=verbose, log_dir=log_dir, dashboard=False):
         _owns_ray = True
+    # asked of Ray's workers: a cluster started elsewhere (RAY_ADDRESS, a test's) may not have these variables; then
+    # Serve's proxy answers at `port`
+    keys = ("RAY_SERVE_ENABLE_DIRECT_INGRESS", "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT")
+    direct = _ray_env(keys) == {k: direct_ingress_env(port)[k] for k in keys}
     if not ray_verbose(verbose):  # importing ray.serve gave its logger a console handler again
         quiet_ray_logging(log_dir)
     if "replica_cpus" not in options:
         # one replica per model must fit on this machine (4 models on 2 cores: 1/2 CPU each), or Serve waits forever
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
         options["replica_cpus"] = min(1.0, math.floor(100 * cpus / max(1, len(exports))) / 100)  # 2/3 -> 0.66
-    serve.start(http_options={"host": host, "port": port})
-    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+    local_host = _reachable(host)
+    url = f"http://{local_host}:{port}"
+    previous = _started.get("port") if _started.get("url") == url else None  # started again: the proxy stays put
+    proxy_port = (previous or _free_port(local_host)) if direct else port
+    serve.start(http_options={"host": host, "port": proxy_port})
     _started.clear()
-    _started.update(args={"exports": dict(exports), **options}, user_configs={}, url=url, host=host, port=port,
+    _started.update(args={"exports": dict(exports), **options}, user_configs={}, url=url, host=host, port=proxy_port,
                     deployments=dict(deployments or {}),
                     logging_config=dict(LOGGING_CONFIG if logging_config is None else logging_config))
     _deploy(timeout_s)
@@ -131,8 +207,20 @@ def scale(task: str, timeout_s: float = 180, **options) -> None:
     as editing its entry under `deployments:` and running `serve deploy` again does; returns once running."""
     if not _started:
         raise RuntimeError("scale() needs an application started by start()")
-    _started["deployments"].setdefault(task, {}).update(options)
+    changed = {**_started["deployments"].get(task, {}), **options}
+    _check_one_ingress({task: changed})
+    _started["deployments"][task] = changed
     _deploy(timeout_s)
+
+
+def _check_one_ingress(deployments: dict[str, dict]) -> None:
+    """Direct ingress gives the Ingress one port per node: a second replica could never start (the proxy path of a
+    cluster without direct ingress could run more, but one async Ingress keeps up with many model replicas)."""
+    ingress = deployments.get("Ingress", {})
+    if ingress.get("num_replicas", 1) != 1 or ingress.get("autoscaling_config"):
+        raise ConfigError(f"the Ingress answers HTTP itself at one port per node: it runs one replica, got "
+                          f"{ {k: ingress[k] for k in ('num_replicas', 'autoscaling_config') if k in ingress} }; "
+                          f"scale the model deployments instead")
 
 
 def swap(exports: dict[str, str], timeout_s: float = 180) -> None:
@@ -164,6 +252,18 @@ def swap(exports: dict[str, str], timeout_s: float = 180) -> None:
                 raise TimeoutError(f"swap not done after {timeout_s:.0f} s: serving "
                                    f"{ {t: served[t]['export'] for t in wanted} }")
             time.sleep(0.1)
+
+
+def proxy_url() -> str:
+    """The URL of Serve's proxy: the app's URL, or with direct ingress a second, slower way in (one more hop)."""
+    if not _started:
+        raise RuntimeError("proxy_url() needs an application started by start()")
+    return f"http://{_reachable(_started['host'])}:{_started['port']}"
+
+
+def _reachable(host: str) -> str:
+    """Where this machine reaches a server bound to `host` (all interfaces: through loopback)."""
+    return '127.0.0.1' if host in ('0.0.0.0', '') else host
 
 
 def _wait_healthy(url: str, timeout_s: float) -> None:
