@@ -162,7 +162,7 @@ def serve_section(args, tmp: Path) -> dict:
 
     planet, body = sl.make_export(tmp / "serve", "resnet18", 64)
     exports = _small_exports(tmp)
-    port = sl._free_port()
+    port = args.serve_port
     max_body = 2 * 2**20
     local.start({"planet": str(planet), **exports}, port=port, max_body_bytes=max_body, replica_cpus=0.3)
     out = {}
@@ -465,7 +465,11 @@ def main(argv=None) -> int:
 
     figures = {}
     if run & {"serve", "train", "sweep"}:
-        ray.init(address="local", include_dashboard=False, log_to_driver=False)
+        from raylessons.serving.local import direct_ingress
+
+        args.serve_port = sl._free_port()
+        with direct_ingress(args.serve_port):  # the app's Ingress answers HTTP itself, as in `raylessons serve`
+            ray.init(address="local", include_dashboard=False, log_to_driver=False)
         try:
             if "serve" in run:
                 figures["serve"] = serve_section(args, tmp)
