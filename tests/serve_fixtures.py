@@ -18,6 +18,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_port_pair() -> int:
+    """A free port whose next port is free too (the shared app's and a second application's direct ingress)."""
+    for _ in range(100):
+        port = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two consecutive free ports on 127.0.0.1")
+
+
 def post_image(client, body: bytes, content_type: str = "image/jpeg", **params) -> httpx.Response:
     return client.post("/planet", content=body, headers={"content-type": content_type}, params=params)
 
@@ -104,7 +117,7 @@ class SharedServe:
         from raylessons.serving.local import init_ray_direct
 
         if not ray.is_initialized():
-            self._port = free_port()
+            self._port = free_port_pair()
             # a second port for the timeout test's second application (its Ingress answers there and via the proxy)
             init_ray_direct(self._port, ports=2, num_cpus=2, dashboard=False)
             self._owns_ray = True
