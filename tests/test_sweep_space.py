@@ -367,20 +367,20 @@ def test_qmc_spreads_four_draws_over_every_band_and_choice(seed):
     configs)."""
     from raylessons.tasks import get_task
 
-    lesson = get_task("head_pose").lesson_trial
-    configs, space = _drawn("qmc", "head_pose", seed, 5)
+    lesson = get_task("camvid").lesson_trial
+    configs, space = _drawn("qmc", "camvid", seed, 5)
     assert set(configs[0]) == {"stage1_lr", "upper", "ratio", "schedule"}  # what is searched (the rest: constants)
     assert configs[0] == {k: lesson[k] for k in configs[0]}
     drawn = configs[1:]
     for name in ("stage1_lr", "upper"):
         assert _quarters(drawn, space, name) == [0, 1, 2, 3], (name, [c[name] for c in drawn])
-    assert sorted(c["ratio"] for c in drawn) == [1.0, 1.0, 10.0, 10.0]
-    assert sorted(c["schedule"] for c in drawn) == ["all", "all", "head", "head"]
+    assert sorted(c["ratio"] for c in drawn) == [10.0, 10.0, 100.0, 100.0]
+    assert sorted(c["schedule"] for c in drawn) == ["all", "all", "two_stage", "two_stage"]
     # the unfrozen slice jointly: each ratio once with a top rate in the band's upper half and once in its lower
     mid = math.sqrt(space["upper"].lower * space["upper"].upper)
-    assert sorted((c["ratio"], c["upper"] > mid) for c in drawn) == [(1.0, False), (1.0, True), (10.0, False),
-                                                                     (10.0, True)]
-    assert _drawn("qmc", "head_pose", seed, 5)[0] == configs
+    assert sorted((c["ratio"], c["upper"] > mid) for c in drawn) == [(10.0, False), (10.0, True), (100.0, False),
+                                                                     (100.0, True)]
+    assert _drawn("qmc", "camvid", seed, 5)[0] == configs
 
 
 def test_tpes_first_draws_can_miss_a_quarter_of_a_band():
@@ -388,7 +388,7 @@ def test_tpes_first_draws_can_miss_a_quarter_of_a_band():
     of the upper band without a draw in most of the sweeps."""
     missed = 0
     for seed in range(6):
-        configs, space = _drawn("optuna", "head_pose", seed, 5)
+        configs, space = _drawn("optuna", "camvid", seed, 5)
         missed += _quarters(configs[1:], space, "upper") != [0, 1, 2, 3]
     assert missed >= 3
 
