@@ -369,9 +369,9 @@ def test_qmc_spreads_four_draws_over_every_band_and_choice(seed):
 
     lesson = get_task("camvid").lesson_trial
     configs, space = _drawn("qmc", "camvid", seed, 5)
-    assert set(configs[0]) == {"stage1_lr", "upper", "ratio", "schedule"}  # what is searched (the rest: constants)
-    assert configs[0] == {k: lesson[k] for k in configs[0]}
+    assert configs[0] == lesson  # whole
     drawn = configs[1:]
+    assert all(set(c) == {"stage1_lr", "upper", "ratio", "schedule"} for c in drawn)  # searched; the rest constant
     for name in ("stage1_lr", "upper"):
         assert _quarters(drawn, space, name) == [0, 1, 2, 3], (name, [c[name] for c in drawn])
     assert sorted(c["ratio"] for c in drawn) == [10.0, 10.0, 100.0, 100.0]
@@ -381,6 +381,19 @@ def test_qmc_spreads_four_draws_over_every_band_and_choice(seed):
     assert sorted((c["ratio"], c["upper"] > mid) for c in drawn) == [(10.0, False), (10.0, True), (100.0, False),
                                                                      (100.0, True)]
     assert _drawn("qmc", "camvid", seed, 5)[0] == configs
+
+
+@pytest.mark.parametrize("search", ["qmc", "optuna"])
+def test_the_lessons_trial_keeps_a_value_the_space_holds_constant(search):
+    """Head pose's preset draws only `all`, while the lesson trains the head alone: Optuna's searchers run the
+    lesson's trial whole (Optuna itself would take only the searched keys, and Tune would fill in `all`)."""
+    from raylessons.tasks import get_task
+
+    lesson = get_task("head_pose").lesson_trial
+    configs, space = _drawn(search, "head_pose", 0, 3)
+    assert space["schedule"] == "all" and lesson["schedule"] == "head"
+    assert configs[0] == lesson
+    assert all("schedule" not in c for c in configs[1:])  # the drawn trials: the constant, `all`
 
 
 def test_tpes_first_draws_can_miss_a_quarter_of_a_band():

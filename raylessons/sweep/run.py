@@ -159,14 +159,10 @@ def finders_line(frozen: dict, unfrozen: dict, clamp) -> str:
 
 def first_trials(cfg: SweepConfig, space: dict) -> list[dict]:
     """The trials run before any is drawn: the lesson's plan (`lesson_first`, the task's `lesson_trial`), then the
-    explicit `configs`. Optuna takes only the keys it searches (the space's constants apply anyway)."""
+    explicit `configs`, each whole: a value the space holds constant (head pose's preset draws only `all`, while
+    the lesson trains the head alone) is the point's own in its trial."""
     points = [dict(get_task(cfg.task).lesson_trial)] if cfg.lesson_first and get_task(cfg.task).lesson_trial else []
-    points += [dict(p) for p in cfg.configs or []]
-    if cfg.search in OPTUNA_SEARCHERS:
-        from ray.tune.search.sample import Domain
-
-        points = [{k: v for k, v in p.items() if isinstance(space.get(k), Domain)} for p in points]
-    return points
+    return points + [dict(p) for p in cfg.configs or []]
 
 
 def _tuner(cfg: SweepConfig, trainable, space: dict, name: str, root: Path | str, metric: str, mode: str,
@@ -199,7 +195,8 @@ def _searcher(cfg: SweepConfig, points: list[dict]):
     points = points or None
     if cfg.search in OPTUNA_SEARCHERS:
         from ray.tune.search import ConcurrencyLimiter
-        from ray.tune.search.optuna import OptunaSearch
+
+        from .whole_points import WholePointsOptuna
 
         if cfg.search == "qmc":
             import warnings
@@ -210,9 +207,9 @@ def _searcher(cfg: SweepConfig, points: list[dict]):
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 sampler = optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=cfg.seed,
                                                      warn_independent_sampling=False)
-            searcher = OptunaSearch(points_to_evaluate=points, sampler=sampler)
+            searcher = WholePointsOptuna(points, sampler=sampler)
         else:
-            searcher = OptunaSearch(points_to_evaluate=points, seed=cfg.seed)
+            searcher = WholePointsOptuna(points, seed=cfg.seed)
         return ConcurrencyLimiter(searcher, max_concurrent=cfg.max_concurrent)
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
