@@ -33,9 +33,6 @@ def _port_free(host: str, port: int) -> bool:
 
 # serve/README.md's `serve run` with Serve's direct ingress: the Ingress answers at 8001 itself, the proxy at 8000
 DIRECT_PORT = 8001
-DIRECT_ENV = {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(DIRECT_PORT),
-              "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(DIRECT_PORT + 1), "RAY_SERVE_PORT_QUARANTINE_S": "0",
-              "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0"}
 
 
 def _listener(port: int) -> str:
@@ -67,7 +64,9 @@ def served_config(request, tmp_path_factory, planet_export, spatial_exports, sen
         shutil.copytree(built[task], Path(path.replace("~", str(home), 1)))
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}  # a Ray of its own, not the tests'
     if request.param == "direct":
-        env.update(DIRECT_ENV)
+        from raylessons.serving.local import direct_ingress_env
+
+        env.update(direct_ingress_env(DIRECT_PORT))
     log = (home / "serve-run.log").open("wb")
     serve_cli = Path(sys.executable).parent / "serve"  # the CLI of the Ray the tests run
     proc = subprocess.Popen([str(serve_cli), "run", "serve/config.yaml"], cwd=ROOT, env={**env, "HOME": str(home)},
@@ -137,3 +136,14 @@ def test_serve_run_config_starts_every_model_and_answers_every_route(served_conf
         assert missing.status_code == 404 and missing.json()["error"] == "not_found"
         bad = c.post("/planet", content=b"not an image", headers={"content-type": "image/jpeg"})
         assert bad.status_code == 400 and bad.json()["error"] == "bad_image"
+
+
+def test_serve_readme_sets_the_direct_ingress_variables_the_library_uses():
+    """serve/README.md's `serve run` command with direct ingress sets exactly `direct_ingress_env(8001)`."""
+    import re
+
+    from raylessons.serving.local import direct_ingress_env
+
+    text = (ROOT / "serve" / "README.md").read_text()
+    assert dict(re.findall(r"(RAY_SERVE_[A-Z_]+)=(\S+)", text.split("### The request path")[1].split("```")[1])) \
+        == direct_ingress_env(DIRECT_PORT)

@@ -344,7 +344,7 @@ def _drawn(search: str, task: str, seed: int, n: int) -> tuple[list[dict], dict]
     cfg = SweepConfig(task=task, trials=n, seed=seed, search=search)
     space = build_space(1e-2, 2e-3, band=cfg.band, ratios=cfg.ratios, schedules=cfg.schedules,
                         stage1_fracs=cfg.stage1_fracs, lesson=get_task(task).lesson_trial)
-    searcher = _searcher(cfg, first_trials(cfg, space))
+    searcher = _searcher(cfg, first_trials(cfg))
     searcher.set_search_properties("accuracy", "max", space)
     out = []
     for i in range(n):

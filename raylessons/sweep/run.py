@@ -125,7 +125,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
         print(f"restoring the interrupted sweep {where or exp}", flush=True)
         tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True, **fs)
     else:
-        tuner = _tuner(cfg, trainable, space, name, root, metric, mode, first_trials(cfg, space))
+        tuner = _tuner(cfg, trainable, space, name, root, metric, mode, first_trials(cfg))
     result = summarise(tuner.fit(), cfg, exp, metric, mode, finders, where)
     if where is not None:
         _upload_results(exp, where, result)
@@ -157,7 +157,7 @@ def finders_line(frozen: dict, unfrozen: dict, clamp) -> str:
             f"slice({unfrozen['lower']:.3g}, {unfrozen['upper']:.3g}) ({knee})")
 
 
-def first_trials(cfg: SweepConfig, space: dict) -> list[dict]:
+def first_trials(cfg: SweepConfig) -> list[dict]:
     """The trials run before any is drawn: the lesson's plan (`lesson_first`, the task's `lesson_trial`), then the
     explicit `configs`, each whole: a value the space holds constant (head pose's preset draws only `all`, while
     the lesson trains the head alone) is the point's own in its trial."""
