@@ -323,6 +323,7 @@ def main(argv=None) -> int:
     print(json.dumps({"results": results, "summary": summary}, indent=1, default=float))
     ratio_raw, ratio_plain = (summary[f"serve_batched_over_{k}_c{top}"] for k in ("raw_batched", "plain"))
     c1 = min(levels)
+    sb1 = results["serve_batched"][c1]
     extra_ms = summary["serve_p50_c1_minus_plain_p50_c1_ms"]
 
     def met(ok: bool) -> str:  # three decimals: a 0.696 is not rounded up to a met 0.70
@@ -333,7 +334,7 @@ def main(argv=None) -> int:
           f"{met(ratio_plain >= 1.4)}), {summary[f'serve_batched_over_serve_unbatched_c{top}']:.2f}x Serve unbatched")
     print(f"at concurrency {c1}: Serve p50 {results['serve_batched'][c1]['p50_ms']:.1f} ms vs plain FastAPI "
           f"{results['plain'][c1]['p50_ms']:.1f} ms: {extra_ms:+.1f} ms (target <= +10: {met(extra_ms <= 10)}); "
-          f"raw single forward {raw_1['p50_ms']:.1f} ms")
+          f"raw single forward {raw_1['p50_ms']:.1f} ms, the replica's forwards {sb1['forward_ms']:.1f} ms on average")
     if "serve_batched_via_proxy" in results:
         print(f"direct ingress against Serve's proxy path: {summary[f'direct_over_via_proxy_c{top}']:.2f}x the "
               f"requests per second at concurrency {top}, p50 {summary['direct_p50_c1_minus_via_proxy_ms']:+.1f} ms "
@@ -350,21 +351,22 @@ def _label(cmdline: str) -> str:
 
 
 def _with_batches(port: int, run) -> dict:
-    """`run()`'s result plus the mean batch the Planet replica formed meanwhile (from GET /models)."""
+    """`run()`'s result plus the mean batch the Planet replica formed meanwhile and the mean time of its forwards
+    (the replica's own clock, from GET /models)."""
     import httpx
 
-    def counts() -> tuple[int, int]:
+    def counts() -> tuple[int, int, float]:
         models = httpx.get(f"http://{HOST}:{port}/models", timeout=30, trust_env=False).json()["models"]
         b = {m["task"]: m for m in models}["planet"]["batching"]
-        return b["batches"], b["requests"]
+        return b["batches"], b["requests"], b["forward_s"]
 
-    (b0, r0), result, (b1, r1) = counts(), run(), counts()
-    return {**result, "mean_batch": (r1 - r0) / max(1, b1 - b0)}
+    (b0, r0, f0), result, (b1, r1, f1) = counts(), run(), counts()
+    return {**result, "mean_batch": (r1 - r0) / max(1, b1 - b0), "forward_ms": 1000 * (f1 - f0) / max(1, b1 - b0)}
 
 
 def _print(name: str, by_level: dict) -> None:
     for c, r in by_level.items():
-        batch = f", mean batch {r['mean_batch']:.1f}" if "mean_batch" in r else ""
+        batch = f", mean batch {r['mean_batch']:.1f} ({r['forward_ms']:.1f} ms a forward)" if "mean_batch" in r else ""
         print(f"{name:>16} c={c:>2}: {r['rps']:6.1f} req/s, p50 {r['p50_ms']:7.1f} ms, p99 {r['p99_ms']:7.1f} ms, "
               f"{r['failed']} failed{batch}", flush=True)
         cost = ", ".join(f"{ms} {kind}" for kind, ms in r["cpu_ms_per_request"].items())

@@ -38,6 +38,21 @@ def test_requests_arriving_during_a_forward_go_into_the_next_batch_together():
     assert run(scenario()) == [i * 10 for i in range(11)]
     assert model.batches == [[0], list(range(1, 11))]  # not ten batches of one
     assert (batcher.batches, batcher.items) == (2, 11)
+    assert 0.2 <= batcher.forward_s < 0.6  # two forwards of 0.1 s each, timed from the batcher
+
+
+def test_forward_time_counts_only_the_forwards_that_answered():
+    model = FakeModel(seconds=0.05, fail_on=3)
+    batcher = Batcher(model, max_batch_size=16, batch_wait_timeout_s=0.3)
+
+    async def scenario():
+        await batcher.submit(1)  # waits 0.3 s for company first: not forward time
+        with pytest.raises(ValueError):
+            await batcher.submit(3)
+
+    run(scenario())
+    assert (batcher.batches, batcher.items) == (1, 1)
+    assert 0.05 <= batcher.forward_s < 0.25
 
 
 def test_batches_hold_at_most_max_batch_size_in_arrival_order():

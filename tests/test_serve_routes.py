@@ -216,6 +216,8 @@ def test_concurrent_requests_share_forwards(serve_url, planet_export):
     assert after["requests"] - before["requests"] == 24
     forwards = after["batches"] - before["batches"]
     assert 2 <= forwards <= 8, after  # at most 16 a batch, and 3 requests a batch at least on average
+    # the seconds those forwards took: some, and never more than the burst's wall time (they run one at a time)
+    assert 0 < after["forward_s"] - before["forward_s"] < max(r.elapsed.total_seconds() for r in answers)
 
 
 def test_openapi_docs_list_every_route(serve_client):

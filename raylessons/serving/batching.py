@@ -15,6 +15,7 @@ of batches is serialised (`max_concurrent_batches`). A batch then holds what arr
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from typing import Any, Awaitable, Callable
 
@@ -27,7 +28,8 @@ class Batcher:
     `forward` is an async function mapping a list of items to one result per item, in order. It runs once at
     a time. An exception it raises reaches every request of that batch (and only those). A request cancelled
     while it waits (client gone, timeout) is dropped from the batch it would have joined. `max_batch_size` and
-    `batch_wait_timeout_s` may be changed at any time; the next batch uses them.
+    `batch_wait_timeout_s` may be changed at any time; the next batch uses them. `batches`, `items` and
+    `forward_s` count the forwards that answered, the requests they answered and the seconds they took.
     """
 
     def __init__(self, forward: Callable[[list], Awaitable[list]], max_batch_size: int = 16,
@@ -38,6 +40,7 @@ class Batcher:
         self.forward = forward
         self.max_batch_size, self.batch_wait_timeout_s = max_batch_size, batch_wait_timeout_s
         self.batches = self.items = 0  # forwards run and requests they answered, since start
+        self.forward_s = 0.0  # wall seconds those forwards took, since start
         self._queue: deque[tuple[Any, asyncio.Future]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None  # the replica's (user-code) event loop, at first use
         self._full: asyncio.Event | None = None
@@ -74,6 +77,7 @@ class Batcher:
                 self._full.clear()
             if not batch:
                 continue
+            started = time.perf_counter()
             try:
                 rows = await self.forward([item for item, _ in batch])
                 if len(rows) != len(batch):
@@ -88,6 +92,7 @@ class Batcher:
                         future.set_exception(e)
                 continue
             self.batches, self.items = self.batches + 1, self.items + len(batch)
+            self.forward_s += time.perf_counter() - started
             for (_, future), row in zip(batch, rows):
                 if not future.done():
                     future.set_result(row)

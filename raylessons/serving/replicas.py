@@ -153,11 +153,13 @@ class _BatchedModel:
 
     async def info(self) -> dict:
         """What GET /models shows of this deployment: the served export's summary (+ a refused swap), and its
-        batching: settings, forwards run and requests answered since the replica started, the forward's torch
-        threads and OpenMP's spin count (None: torch was loaded before the replica could set it)."""
+        batching: settings, forwards run, requests answered and the seconds those forwards took since the replica
+        started, the forward's torch threads and OpenMP's spin count (None: torch was loaded before the replica
+        could set it)."""
         b = self.batcher
         batching = {"max_batch_size": b.max_batch_size, "batch_wait_timeout_s": b.batch_wait_timeout_s,
-                    "batches": b.batches, "requests": b.items, "threads": self.threads,
+                    "batches": b.batches, "requests": b.items, "forward_s": round(b.forward_s, 6),
+                    "threads": self.threads,
                     "openmp_spin_count": self.openmp_spin_count}
         return {**self.loaded.summary, **({"swap_error": self.swap_error} if self.swap_error else {}),
                 "batching": batching}
