@@ -157,9 +157,14 @@ def test_sentiment_answers_one_text_or_a_list(serve_client, sentiment_export):
     assert list(answer["probs"].values()) == pytest.approx(probs.tolist(), abs=1e-5)
     texts = [text, "I hardly liked it.", "Not bad at all! " * 10]
     many = serve_client.post("/sentiment", json={"texts": texts}).json()["predictions"]
-    assert [m["label"] for m in many] == [local.predict(t)[0] for t in texts]
-    # batched with longer texts it is padded at the start (fastai's pad_first), which moves the LSTM state a little
-    assert many[0]["probs"] == pytest.approx(answer["probs"], abs=1e-2)
+    # a list's texts go into one forward, each padded at the start to the longest (fastai's pad_first): the same
+    # answers as that batch's forward here. Padding moves the LSTM's state, so a text's answer alone may differ
+    # (this fixture's model is barely trained: its labels can flip near 0.5)
+    rows = local.forward([local.prepare(t)[0] for t in texts])
+    assert [m["label"] for m in many] == [local.decode(row)[0] for row in rows]
+    for m, row in zip(many, rows):
+        assert list(m["probs"].values()) == pytest.approx(row.tolist(), abs=1e-5)
+    assert many[0]["probs"] == pytest.approx(answer["probs"], abs=1e-2)  # padded, still close to its answer alone
     assert many[2]["truncated"] is True and many[2]["tokens"] > 20  # cut to the model's max_len (20 here)
 
 
