@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     export, body = sl.make_export(out, "resnet34", 128)
     (out / "request.jpg").write_bytes(body)
     port = sl._free_port()
-    local.start({"planet": str(export)}, port=port, max_batch_size=16, batch_wait_timeout_s=0.002, threads=2,
+    local.start({"planet": str(export)}, port=port, max_batch_size=16, batch_wait_timeout_s=0.0, threads=2,
                 logging_config={"enable_access_log": False})
     try:
         (pid,) = serve_replicas("raylessons", "planet")

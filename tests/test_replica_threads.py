@@ -1,4 +1,5 @@
-"""A model replica runs every forward on one thread of its own, with the replica's torch threads, and keeps torch
+"""A model replica runs a lone request's forward on one thread of its own, with the replica's torch threads, the
+forwards of a loaded replica side by side on its lanes' threads, one torch thread each, and keeps torch
 on one thread everywhere else (the event loop decoding requests, a live swap loading a model): OpenMP gives each
 thread that runs a parallel op a team of its own, and a second team on the same cores slows the forward.
 
@@ -32,9 +33,15 @@ after_init = torch.get_num_threads()
 
 async def main():
     await replica.reconfigure({"threads": 2, "max_batch_size": 4, "batch_wait_timeout_s": 0.05})
-    answers = await asyncio.gather(*(replica(image) for _ in range(6)))
+    answers = [await replica(image)]  # alone
+    seen.append("burst")
+    answers += await asyncio.gather(*(replica(image) for _ in range(6)))  # side by side, one per lane
     loop_threads = torch.get_num_threads()
-    await replica.reconfigure({"threads": 2, "export": export + "-copy"})  # a live swap loads on a helper thread
+    seen.append("one lane")
+    await replica.reconfigure({"threads": 2, "lanes": 1, "max_batch_size": 4, "batch_wait_timeout_s": 0.05})
+    answers += await asyncio.gather(*(replica(image) for _ in range(6)))
+    seen.append("swap")
+    await replica.reconfigure({"threads": 2, "lanes": 1, "export": export + "-copy"})  # loads on a helper thread
     answers += await asyncio.gather(*(replica(image) for _ in range(2)))
     return answers, loop_threads
 
@@ -56,9 +63,19 @@ def test_forwards_run_on_the_replica_forward_thread_and_torch_stays_on_one_threa
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["after_init"] == 1 and got["loop_threads"] == 1  # the event loop's thread: one torch thread
     assert got["spin"] is None  # torch was loaded before the replica: OpenMP's spin count is not its to set
-    names = {name for name, _, _ in got["forwards"]}
-    assert names == {"planet-forward_0"}, got["forwards"]  # one thread for every forward, before and after a swap
-    assert {threads for _, threads, _ in got["forwards"]} == {2}  # with the replica's torch threads
-    assert sum(n for _, _, n in got["forwards"]) == 8 and max(n for _, _, n in got["forwards"]) > 1  # batched
+    marks = [i for i, f in enumerate(got["forwards"]) if isinstance(f, str)]
+    alone, burst, one_lane, swap = (got["forwards"][a + 1:b] for a, b in
+                                    zip([-1, *marks], [*marks, len(got["forwards"])]))
+    # a lone request: the forward thread, with the replica's torch threads
+    assert alone == [["planet-forward_0", 2, 1]], got["forwards"]
+    # six at once with two lanes (the default: one per thread): forwards side by side on the lanes' threads, one
+    # torch thread each, the queue split between them
+    assert {name for name, _, _ in burst} == {"planet-lane_0", "planet-lane_1"}, burst
+    assert {threads for _, threads, _ in burst} == {1} and sorted(n for _, _, n in burst) == [3, 3], burst
+    # one lane: every forward alone on the forward thread with both torch threads, batched (before and after a swap)
+    for part in (one_lane, swap):
+        assert {(name, threads) for name, threads, _ in part} == {("planet-forward_0", 2)}, part
+    assert sum(n for _, _, n in one_lane) == 6 and max(n for _, _, n in one_lane) > 1
+    assert sum(n for _, _, n in swap) == 2
     assert got["serving"] == str(copy.resolve())
-    assert len(got["tags"]) == 8 and all(tags == got["tags"][0] for tags in got["tags"])  # same image, same answer
+    assert len(got["tags"]) == 15 and all(tags == got["tags"][0] for tags in got["tags"])  # same image, same answer

@@ -29,11 +29,14 @@ __all__ = ["ImageModel", "TextModel"]
 log = logging.getLogger("ray.serve")
 
 
-# libgomp's idle OpenMP workers spin this many rounds before they sleep. Its default (300,000) keeps the forward's
-# worker busy on a core that the event loop, the ingress and the proxy need between forwards; 1,000 is what libgomp
-# itself uses once a process has more OpenMP threads than cores. Measured by bench/replica_profile.py, the
-# forward on its own thread: 7 ms off the p50 at concurrency 1, and at 32 the same CPU per request as before.
-OPENMP_SPIN_COUNT = "1000"
+# libgomp's idle OpenMP workers spin this many rounds before they sleep. A forward that runs alone (a lone
+# request) uses a team of the replica's threads: its worker sleeps between two ops when the spin is short (1,000,
+# what libgomp uses once a process has more OpenMP threads than cores) and each op then waits for it to wake: the
+# replica's batch-1 forward took 1.1-1.5x the raw one (bench/serve_load.py, the replica's forward_s). 30,000 rounds
+# keep it awake through a forward and let it sleep soon after, where libgomp's default (300,000, ten times as long)
+# spins on a core the event loop and the ingress need after every forward. Under load the lanes run
+# forwards on one thread each: no team, nothing spins.
+OPENMP_SPIN_COUNT = "30000"
 
 
 def _short_openmp_spin() -> str | None:
@@ -95,8 +98,11 @@ class _BatchedModel:
         self.export_kind = export_kind or ExportKind(
             read_export_meta(local_export(resolve_export(task, export_dir, export_root)))["label_kind"])
         self.swap_error, self.configured = None, False
-        # every forward runs on this one thread (see _one_torch_thread), with the replica's torch threads
+        # a forward that runs alone runs on this one thread (see _one_torch_thread) with the replica's torch threads;
+        # forwards that run side by side under load, on the lanes' threads with one torch thread each
         self._forward_thread = ThreadPoolExecutor(1, thread_name_prefix=f"{task}-forward")
+        self._lane_threads: ThreadPoolExecutor | None = None
+        self._lane_count = 0
         self.loaded = self._load(export_dir)
         self.batcher = Batcher(self._forward)
         self._apply(ModelConfig())
@@ -114,7 +120,17 @@ class _BatchedModel:
 
     def _apply(self, cfg: ModelConfig) -> None:
         self.threads = cfg.threads or _cpu_share()  # the forward thread's torch threads, set at its next forward
-        self.batcher.max_batch_size, self.batcher.batch_wait_timeout_s = cfg.max_batch_size, cfg.batch_wait_timeout_s
+        # a GPU runs one forward at a time anyway: its lone lane is the forward thread
+        lanes = cfg.lanes or (1 if self.loaded.predictor.device.type != "cpu" else self.threads)
+        if lanes > 1 and lanes != self._lane_count:
+            # forwards already running on the old pool finish there; its threads end when they do
+            old, self._lane_threads = self._lane_threads, ThreadPoolExecutor(lanes,
+                                                                             thread_name_prefix=f"{self.task}-lane")
+            self._lane_count = lanes
+            if old is not None:
+                old.shutdown(wait=False)
+        b = self.batcher
+        b.max_batch_size, b.batch_wait_timeout_s, b.lanes = cfg.max_batch_size, cfg.batch_wait_timeout_s, lanes
 
     async def reconfigure(self, user_config: dict) -> None:
         """Apply a `ModelConfig`: batch size, batch wait, torch threads, and the export to serve.
@@ -159,19 +175,27 @@ class _BatchedModel:
         b = self.batcher
         batching = {"max_batch_size": b.max_batch_size, "batch_wait_timeout_s": b.batch_wait_timeout_s,
                     "batches": b.batches, "requests": b.items, "forward_s": round(b.forward_s, 6),
-                    "threads": self.threads,
+                    "threads": self.threads, "lanes": b.lanes,
                     "openmp_spin_count": self.openmp_spin_count}
         return {**self.loaded.summary, **({"swap_error": self.swap_error} if self.swap_error else {}),
                 "batching": batching}
 
-    async def _forward(self, items: list) -> list:
+    async def _forward(self, items: list, alone: bool = True) -> list:
         """[(predictor, input)] -> one output row per item, in request order: the batcher's forward.
 
-        The forward runs on the replica's forward thread (torch releases the GIL): the event loop meanwhile
-        decodes the requests arriving, so they wait in the batcher, ready for the next batch.
+        A forward that runs alone runs on the replica's forward thread with all its torch threads: a lone request
+        gets the lowest latency (resnet34 at 128 px, batch 1, on 2 cores: 33 ms on two threads, 46 on one). Under
+        load the batcher runs up to `lanes` forwards side by side, each on a lane thread with one torch thread: a
+        two-thread forward's OpenMP team waits at every op for its slower thread, and the event loop and the
+        ingress share the cores; a lane waits for nobody (bench/serve_load.py measures the same replica with one
+        lane in the same run). Either way torch releases the GIL: the event loop meanwhile decodes the requests
+        arriving, so they wait in the batcher, ready for the next batch.
         """
-        return await asyncio.get_running_loop().run_in_executor(self._forward_thread, _forward_groups, items,
-                                                                self.threads)
+        if alone or self._lane_threads is None:
+            pool, threads = self._forward_thread, self.threads
+        else:
+            pool, threads = self._lane_threads, 1
+        return await asyncio.get_running_loop().run_in_executor(pool, _forward_groups, items, threads)
 
 
 def _forward_groups(items: list, threads: int | None = None) -> list:

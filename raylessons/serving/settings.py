@@ -20,8 +20,10 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_batch_size: int = Field(16, ge=1)
-    batch_wait_timeout_s: float = Field(0.002, ge=0)
+    batch_wait_timeout_s: float = Field(0.0, ge=0)
     threads: int | None = Field(None, ge=1)  # None: the replica's CPU share
+    # forwards that may run side by side under load, one torch thread each (None: one per thread; 1: one at a time)
+    lanes: int | None = Field(None, ge=1)
     export: str | None = None  # the export directory to serve; a new one is swapped in live (None: keep the current)
 
 
@@ -32,8 +34,9 @@ class AppArgs(BaseModel):
     max_body_bytes: int = Field(10 * 2**20, ge=1)
     max_pixels: int = Field(MAX_PIXELS, ge=1)
     max_batch_size: int = Field(16, ge=1)
-    batch_wait_timeout_s: float = Field(0.002, ge=0)
+    batch_wait_timeout_s: float = Field(0.0, ge=0)
     threads: int | None = Field(None, ge=1)
+    lanes: int | None = Field(None, ge=1)
     replica_cpus: float = Field(1.0, gt=0)  # CPUs each model replica reserves (a config file's ray_actor_options win)
     export_root: str | None = None  # when set, every export must lie inside it (a URI root: start with it)
     request_timeout_s: float | None = Field(None, gt=0)  # a prediction taking longer answers 504 (JSON)
@@ -60,4 +63,4 @@ class AppArgs(BaseModel):
         version: Serve then replaces every replica.)
         """
         return ModelConfig(max_batch_size=self.max_batch_size, batch_wait_timeout_s=self.batch_wait_timeout_s,
-                           threads=self.threads, export=export).model_dump()
+                           threads=self.threads, lanes=self.lanes, export=export).model_dump()
