@@ -9,8 +9,12 @@ connection per concurrent user, loopback only, each run bounded by --duration an
 this machine's cores with the servers, as the issue's figures do. The app's Ingress answers HTTP itself
 (Serve's direct ingress, as `raylessons serve` runs it); the same app through Serve's proxy actor is measured
 too. Targets at concurrency 32: batched Serve >= 0.70x the raw batched forward and >= 1.4x the plain unbatched
-server; at concurrency 1: Serve p50 <= the plain server's p50 + 10 ms. Each point's CPU per answered request is
-counted over its measured window, for every process of the machine (the load generator included), by kind.
+server; at concurrency 1: Serve p50 <= the plain server's p50 + 10 ms. This machine's speed drifts over minutes,
+so the references (the raw forward, the plain server at the lowest and highest concurrency) are measured again
+once Ray is gone, and each target compares Serve with the mean of a reference's two measurements. Each point's CPU
+per answered request is counted over its measured window, for every process of the machine (the load generator
+included), by kind. With lanes (the replica's default on 2 threads), the same replica is also measured with one
+lane (one forward at a time), and the raw forward on as many one-thread lanes is printed beside the target's.
 """
 
 import argparse
@@ -216,6 +220,63 @@ def raw_forward(export: Path, body: bytes, threads: int, batch: int, seconds: fl
             "decode_prepare_ms": prep_ms}
 
 
+def measure_plain(export: Path, threads: int, levels: list[int], point: dict) -> dict:
+    """The plain FastAPI server in its own process, measured at each of `levels`, then stopped."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--plain-server", str(export), str(port), str(threads)],
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    try:
+        _wait(f"http://{HOST}:{port}/healthz")
+        return {c: measure(port, c, **point) for c in levels}
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _bracket(results: dict, name: str, key, fields: tuple[str, ...]) -> dict:
+    """`results[name][key]`'s `fields` as the mean of that measurement and of its repeat `results[name + "_after"]`
+    (when there is one), with both values under "each"."""
+    runs = [results[n][key] for n in (name, f"{name}_after") if key in results.get(n, {})]
+    return {**{f: sum(r[f] for r in runs) / len(runs) for f in fields},
+            "each": {f: [round(r[f], 1) for r in runs] for f in fields}}
+
+
+def raw_forward_lanes(export: Path, body: bytes, lanes: int, batch: int, seconds: float) -> dict:
+    """What the replica's lanes do under load, without Serve: `lanes` threads in this process, each running
+    `Predictor.forward` on `batch` prepared images with one torch thread, back to back; their images per second."""
+    import threading
+
+    import torch
+
+    from raylessons.data.imageio import decode_image_bytes
+    from raylessons.inference import Predictor
+
+    predictor = Predictor.from_export(export)
+    x, _ = predictor.prepare(decode_image_bytes(body))
+    done = [0] * lanes
+    start = threading.Barrier(lanes + 1)
+
+    def lane(i: int) -> None:
+        torch.set_num_threads(1)
+        for _ in range(2):
+            predictor.forward([x] * batch)
+        start.wait()
+        while time.perf_counter() < stop:
+            predictor.forward([x] * batch)
+            done[i] += batch
+
+    threads = [threading.Thread(target=lane, args=(i,)) for i in range(lanes)]
+    stop = float("inf")
+    for t in threads:
+        t.start()
+    start.wait()
+    t0 = time.perf_counter()
+    stop = t0 + seconds
+    for t in threads:
+        t.join()
+    return {"lanes": lanes, "batch": batch, "img_per_s": sum(done) / (time.perf_counter() - t0)}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", default="resnet34")
@@ -223,17 +284,21 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads of every server and of the raw forward")
     ap.add_argument("--serve-threads", type=int, default=None,
                     help="torch threads of the Serve replica (default: --threads)")
+    ap.add_argument("--lanes", type=int, default=None,
+                    help="the Serve replica's lanes: forwards side by side under load, one torch thread each "
+                         "(default: one per thread); the same app with one lane is measured too")
     ap.add_argument("--concurrency", default="1,8,32")
     ap.add_argument("--duration", type=float, default=10.0, help="measured seconds per point")
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--max-requests", type=int, default=5000, help="per user and point: the load is bounded")
     ap.add_argument("--max-batch-size", type=int, default=16)
-    ap.add_argument("--batch-wait", type=float, default=0.002, help="Serve batch_wait_timeout_s")
+    ap.add_argument("--batch-wait", type=float, default=0.0, help="Serve batch_wait_timeout_s")
     ap.add_argument("--access-log", action="store_true",
                     help="turn Serve's access log on (a line per request in each process on its path; the app's "
                          "default is off)")
     ap.add_argument("--skip", default="", help="comma list of parts not to measure: plain, unbatched, proxy (the "
-                                              "app through Serve's proxy, the path before direct ingress)")
+                                              "app through Serve's proxy, the path before direct ingress), "
+                                              "one-lane (Serve batched with one forward at a time)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--plain-server", nargs=3, metavar=("EXPORT", "PORT", "THREADS"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -255,6 +320,12 @@ def main(argv=None) -> int:
     for b, r in results["raw"].items():
         print(f"raw forward batch {b:>2}: {r['img_per_s']:6.1f} img/s, {r['p50_ms']:.1f} ms per forward "
               f"(decode + prepare {r['decode_prepare_ms']:.1f} ms)", flush=True)
+    lanes = args.lanes or args.serve_threads or args.threads
+    if lanes > 1:  # what the replica's lanes do under load, for comparison (the target is against the line above)
+        per_lane = -(-args.max_batch_size // lanes)
+        results["raw_lanes"] = raw_forward_lanes(export, body, lanes, per_lane, seconds=5)
+        print(f"raw forward on {lanes} lanes, batch {per_lane} each, one torch thread each: "
+              f"{results['raw_lanes']['img_per_s']:6.1f} img/s", flush=True)
 
     skip = set(filter(None, args.skip.split(",")))
     nan = {"rps": float("nan"), "p50_ms": float("nan")}
@@ -262,15 +333,7 @@ def main(argv=None) -> int:
     if "plain" in skip:
         results["plain"] = {c: nan for c in levels}
     else:
-        port = _free_port()
-        proc = subprocess.Popen([sys.executable, __file__, "--plain-server", str(export), str(port),
-                                 str(args.threads)], env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
-        try:
-            _wait(f"http://{HOST}:{port}/healthz")
-            results["plain"] = {c: measure(port, c, **point) for c in levels}
-        finally:
-            proc.terminate()
-            proc.wait(30)
+        results["plain"] = measure_plain(export, args.threads, levels, point)
         _print("plain FastAPI", results["plain"])
 
     # 3. the Serve app, batched then unbatched (the same replicas: batch size is live user_config)
@@ -280,7 +343,7 @@ def main(argv=None) -> int:
 
     port = _free_port()
     options = dict(max_batch_size=args.max_batch_size, batch_wait_timeout_s=args.batch_wait,
-                   threads=args.serve_threads or args.threads)
+                   threads=args.serve_threads or args.threads, lanes=args.lanes)
     logging_config = {"enable_access_log": True} if args.access_log else None  # None: the app's default
     local.start({"planet": str(export)}, port=port, logging_config=logging_config, **options)
     try:
@@ -291,6 +354,13 @@ def main(argv=None) -> int:
             results["serve_batched_via_proxy"] = {c: _with_batches(port, lambda: measure(proxy_port, c, **point))
                                                   for c in levels}
             _print("via Serve proxy", results["serve_batched_via_proxy"])
+        if "one-lane" not in skip and lanes > 1:  # the same replicas, one forward at a time (live user_config)
+            local.configure("planet", lanes=1)
+            time.sleep(2)
+            results["serve_batched_one_lane"] = {c: _with_batches(port, lambda: measure(port, c, **point))
+                                                 for c in levels}
+            _print("one lane", results["serve_batched_one_lane"])
+            local.configure("planet", lanes=args.lanes)
         if "unbatched" in skip:
             results["serve_unbatched"] = {c: nan for c in levels}
         else:
@@ -303,38 +373,69 @@ def main(argv=None) -> int:
         if ray.is_initialized():
             ray.shutdown()
 
-    top = max(levels)
-    raw_b, raw_1 = results["raw"][args.max_batch_size], results["raw"][1]
-    sb, su, pl = (results[k][top] for k in ("serve_batched", "serve_unbatched", "plain"))
+    # 4. the references again, Ray gone: this machine's speed drifts over minutes, so each reference a target
+    # compares with is the mean of its measurement before the Serve points and after them
+    top, c1 = max(levels), min(levels)
+    time.sleep(3)
+    results["raw_after"] = {b: raw_forward(export, body, args.threads, b, seconds=5) for b in (1, args.max_batch_size)}
+    for b, r in results["raw_after"].items():
+        print(f"raw forward batch {b:>2}, after: {r['img_per_s']:6.1f} img/s, {r['p50_ms']:.1f} ms per forward",
+              flush=True)
+    if "plain" not in skip:
+        results["plain_after"] = measure_plain(export, args.threads, sorted({c1, top}), point)
+        _print("plain, after", results["plain_after"])
+    raw_b, raw_1 = (_bracket(results, "raw", b, ("img_per_s", "p50_ms")) for b in (args.max_batch_size, 1))
+    sb, su = (results[k][top] for k in ("serve_batched", "serve_unbatched"))
+    pl = _bracket(results, "plain", top, ("rps", "p50_ms"))
+    pl1 = _bracket(results, "plain", c1, ("rps", "p50_ms"))
     summary = {
         f"serve_batched_over_raw_batched_c{top}": sb["rps"] / raw_b["img_per_s"],
         f"serve_batched_over_plain_c{top}": sb["rps"] / pl["rps"],
         f"serve_batched_over_serve_unbatched_c{top}": sb["rps"] / su["rps"],
         "raw_batch_over_batch1": raw_b["img_per_s"] / raw_1["img_per_s"],
-        "serve_p50_c1_minus_raw_single_ms": results["serve_batched"][min(levels)]["p50_ms"] - raw_1["p50_ms"],
-        "serve_p50_c1_minus_plain_p50_c1_ms": results["serve_batched"][min(levels)]["p50_ms"]
-        - results["plain"][min(levels)]["p50_ms"],
+        "serve_p50_c1_minus_raw_single_ms": results["serve_batched"][c1]["p50_ms"] - raw_1["p50_ms"],
+        "serve_p50_c1_minus_plain_p50_c1_ms": results["serve_batched"][c1]["p50_ms"] - pl1["p50_ms"],
+        "references (before, after: the mean is used)": {
+            f"raw batch {args.max_batch_size} img/s": raw_b["each"]["img_per_s"],
+            "raw batch 1 p50 ms": raw_1["each"]["p50_ms"], f"plain c={top} req/s": pl["each"]["rps"],
+            f"plain c={c1} p50 ms": pl1["each"]["p50_ms"]},
     }
+    if "raw_lanes" in results:
+        summary[f"serve_batched_over_raw_lanes_c{top}"] = sb["rps"] / results["raw_lanes"]["img_per_s"]
+    if "serve_batched_one_lane" in results:
+        ol = results["serve_batched_one_lane"]
+        summary[f"serve_batched_over_one_lane_c{top}"] = sb["rps"] / ol[top]["rps"]
+        summary["serve_p50_c1_minus_one_lane_ms"] = results["serve_batched"][c1]["p50_ms"] - \
+            ol[c1]["p50_ms"]
     if "serve_batched_via_proxy" in results:
         vp = results["serve_batched_via_proxy"]
         summary[f"direct_over_via_proxy_c{top}"] = sb["rps"] / vp[top]["rps"]
-        summary["direct_p50_c1_minus_via_proxy_ms"] = (results["serve_batched"][min(levels)]["p50_ms"]
-                                                       - vp[min(levels)]["p50_ms"])
+        summary["direct_p50_c1_minus_via_proxy_ms"] = (results["serve_batched"][c1]["p50_ms"]
+                                                       - vp[c1]["p50_ms"])
     print(json.dumps({"results": results, "summary": summary}, indent=1, default=float))
     ratio_raw, ratio_plain = (summary[f"serve_batched_over_{k}_c{top}"] for k in ("raw_batched", "plain"))
-    c1 = min(levels)
     sb1 = results["serve_batched"][c1]
     extra_ms = summary["serve_p50_c1_minus_plain_p50_c1_ms"]
 
     def met(ok: bool) -> str:  # three decimals: a 0.696 is not rounded up to a met 0.70
         return "met" if ok else "MISSED"
 
-    print(f"\nat concurrency {top}: Serve batched {sb['rps']:.1f} req/s = {ratio_raw:.3f}x the raw batched forward "
+    refs = summary["references (before, after: the mean is used)"]
+    print("\nreferences, before / after the Serve points (each target uses their mean): " + "; ".join(
+        f"{name} {' / '.join(f'{v:.1f}' for v in values)}" for name, values in refs.items()))
+    print(f"at concurrency {top}: Serve batched {sb['rps']:.1f} req/s = {ratio_raw:.3f}x the raw batched forward "
           f"(target >= 0.70: {met(ratio_raw >= 0.70)}), {ratio_plain:.3f}x plain FastAPI (target >= 1.4: "
           f"{met(ratio_plain >= 1.4)}), {summary[f'serve_batched_over_serve_unbatched_c{top}']:.2f}x Serve unbatched")
     print(f"at concurrency {c1}: Serve p50 {results['serve_batched'][c1]['p50_ms']:.1f} ms vs plain FastAPI "
-          f"{results['plain'][c1]['p50_ms']:.1f} ms: {extra_ms:+.1f} ms (target <= +10: {met(extra_ms <= 10)}); "
+          f"{pl1['p50_ms']:.1f} ms: {extra_ms:+.1f} ms (target <= +10: {met(extra_ms <= 10)}); "
           f"raw single forward {raw_1['p50_ms']:.1f} ms, the replica's forwards {sb1['forward_ms']:.1f} ms on average")
+    if "raw_lanes" in results:
+        print(f"against the raw forward on the replica's {results['raw_lanes']['lanes']} lanes: "
+              f"{summary[f'serve_batched_over_raw_lanes_c{top}']:.3f}x at concurrency {top} (no target)")
+    if "serve_batched_one_lane" in results:
+        print(f"lanes against one forward at a time, the same replica: "
+              f"{summary[f'serve_batched_over_one_lane_c{top}']:.2f}x the requests per second at concurrency {top}, "
+              f"p50 {summary['serve_p50_c1_minus_one_lane_ms']:+.1f} ms at concurrency {c1}")
     if "serve_batched_via_proxy" in results:
         print(f"direct ingress against Serve's proxy path: {summary[f'direct_over_via_proxy_c{top}']:.2f}x the "
               f"requests per second at concurrency {top}, p50 {summary['direct_p50_c1_minus_via_proxy_ms']:+.1f} ms "
