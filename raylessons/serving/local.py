@@ -32,7 +32,7 @@ def direct_ingress_env(port: int, ports: int = 1) -> dict[str, str]:
 
     Serve's direct ingress (read by Serve's processes when they start, so it is set before Ray starts): the
     Ingress replica runs its own HTTP server and the client's request goes straight to it, without a hop through
-    Serve's proxy actor (on 2 cores: 1.07-1.32x the requests per second at concurrency 32 in every run of
+    Serve's proxy actor (on 2 cores: 1.07-1.39x the requests per second at concurrency 32 in every run of
     `bench/serve_load.py`'s proxy point so far; at concurrency 1, 1-16 ms sooner in all runs but one). Serve's proxy still runs, on a port of its own, and still
     answers every route the slower way.
 
