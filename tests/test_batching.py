@@ -191,7 +191,7 @@ def test_lanes_run_forwards_side_by_side_under_load_and_a_lone_request_alone():
     assert 0.4 <= batcher.forward_s < 0.8  # summed over lanes
 
 
-def test_a_free_lane_takes_a_request_at_once_while_the_other_runs():
+def test_a_pair_queued_together_splits_over_the_lanes_and_a_lone_forward_runs_alone():
     model = FakeModel(seconds=0.1)
     batcher = Batcher(model, max_batch_size=16, batch_wait_timeout_s=0.5, lanes=2)
 
