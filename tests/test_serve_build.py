@@ -80,6 +80,9 @@ def test_serve_config_file_matches_the_app(planet_export, spatial_exports, senti
         assert deployment._deployment_config.user_config["export"] == str(Path(exports[task]).resolve())
     with pytest.raises(ValidationError, match="extra"):  # a misspelt key fails instead of being ignored
         ModelConfig.model_validate({"max_batch_sise": 4})
+    with pytest.raises(ValidationError, match=r"lanes\n  Input should be greater than or equal to 1"):
+        ModelConfig.model_validate({"lanes": 0})  # named, as a live swap's swap_error shows it
+    assert ModelConfig.model_validate({"lanes": 2}).lanes == 2 and ModelConfig().lanes is None
 
 
 def test_old_import_paths_still_work():
